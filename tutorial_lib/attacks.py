@@ -146,7 +146,7 @@ class PGD(Attack):
         if int(restarts) != restarts or restarts < 1:
             raise ValueError(f"restarts must be a positive integer, got {restarts}")
         alpha = 2.5 * eps / steps if alpha is None else alpha
-        if not alpha > 0:
+        if not (alpha > 0 or (alpha == 0 and eps == 0)):
             raise ValueError(f"step size alpha must be > 0, got {alpha}")
         self.alpha, self.steps, self.restarts = float(alpha), int(steps), int(restarts)
         self.norm, self.random_start, self.seed = norm, bool(random_start), seed
@@ -236,3 +236,16 @@ def evaluate(model: nn.Module, data: Union[DataLoader, Tuple[torch.Tensor, torch
     if total == 0:
         raise ValueError("no examples to evaluate")
     return {name: c / total for name, c in correct.items()}
+
+
+def accuracy_vs_eps(model: nn.Module, data: Tuple[torch.Tensor, torch.Tensor], eps_values,
+                    make_attack: Callable[[float], Callable], progress: bool = False) -> list:
+    """Robust accuracy (in [0, 1]) for each eps: ``[evaluate(model, data, {a: make_attack(eps)})[a]]``.
+    ``make_attack(eps)`` builds the attack for one radius, e.g. ``lambda e: PGD(e, steps=20)``."""
+    out = []
+    for eps in eps_values:
+        out.append(evaluate(model, data, {"attack": make_attack(float(eps))}, progress=progress)["attack"])
+    return out
+
+
+__all__ += ["accuracy_vs_eps"]

@@ -336,3 +336,19 @@ def make_toy(name: str = "moons", n: int = 200, noise: float = 0.1, seed: int = 
         raise ValueError(f"unknown toy dataset {name!r}; known: moons, circles, blobs, spiral")
     x = x + noise * torch.randn(n, 2, generator=g)
     return x, y
+
+
+def prepare(names=("mnist",), data_dir=None) -> None:
+    """Load (downloading if needed) and verify each dataset; prints one line per split."""
+    for name in names:
+        for split in ("train", "test"):
+            x, y = load_dataset(name, split, data_dir).tensors
+            print(f"{name} {split}: {tuple(x.shape)} in [{x.min():.0f}, {x.max():.0f}], {len(y.unique())} classes, verified")
+
+
+if __name__ == "__main__":
+    import sys
+    try:
+        prepare(sys.argv[1:] or ("mnist",))
+    except (DataUnavailableError, ChecksumError) as e:
+        sys.exit(f"error: {e}")

@@ -108,7 +108,8 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.
 @torch.no_grad()
 def accuracy(model: nn.Module, data: Union[DataLoader, Tuple[torch.Tensor, torch.Tensor]],
              device: Optional[Union[str, torch.device]] = None) -> float:
-    """Clean accuracy in [0, 1] on a loader or an (x, y) pair, in eval mode."""
+    """Clean accuracy in [0, 1] on a loader or an (x, y) pair, in eval mode (on this process's
+    data only: under DDP every rank evaluates the full, unsharded test set)."""
     device = default_device(device) if device is not None else next(model.parameters()).device
     batches = [data] if isinstance(data, (tuple, list)) else data
     correct = total = 0
@@ -118,7 +119,6 @@ def accuracy(model: nn.Module, data: Union[DataLoader, Tuple[torch.Tensor, torch
                 xb, yb = x[i:i + 1000].to(device), y[i:i + 1000].to(device)
                 correct += (model(xb).argmax(1) == yb).sum().item()
                 total += len(yb)
-    correct, total = _all_reduce_sum([correct, total], device)
     return correct / max(total, 1)
 
 

@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh machine:
+#   make lab    create .venv if missing, install, prepare the data, open JupyterLab on notebooks/
+#   make test   create .venv if missing, install, run pytest and nbval over every notebook
+# Offline machines: export ROBUSTNESS_DATA_DIR=/path/to/dir/with/MNIST/raw/*.gz first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: lab test env data bench bench-attacks clean-env
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+data: $(STAMP)
+	$(PY) -m tutorial_lib.data mnist
+
+lab: data
+	$(VENV)/bin/jupyter lab notebooks/
+
+test: $(STAMP)
+	MPLBACKEND=Agg $(PY) -m pytest --nbval-lax tests notebooks
+
+bench: bench-attacks
+
+bench-attacks: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) -m pip install --quiet --no-deps torchattacks==3.5.1
+	$(PY) benchmarks/attacks.py
+
+clean-env:
+	rm -rf $(VENV)

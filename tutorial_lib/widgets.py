@@ -1,0 +1,100 @@
+"""Notebook explorers. Each widget is thin: the function a slider calls is a plain function
+here (``attack_example``) that tests call directly; the ipywidgets layer only wires controls."""
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+import matplotlib.pyplot as plt
+import torch
+from torch import nn
+
+from .attacks import FGSM, PGD
+
+__all__ = ["ATTACKS", "make_attack", "attack_example", "draw_attack_example", "attack_explorer"]
+
+ATTACKS = ("FGSM", "PGD-40", "PGD-40 targeted (next class)", "PGD-40 l2")
+
+
+def make_attack(name: str, eps: float):
+    """The explorer's attacks by name (l2 uses ``eps`` x 10 as its l2 radius, see the notebook)."""
+    if name == "FGSM":
+        return FGSM(eps)
+    if name in ("PGD-40", "PGD-40 targeted (next class)"):
+        return PGD(eps, alpha=max(eps / 10, 1e-4), steps=40)
+    if name == "PGD-40 l2":
+        return PGD(10 * eps, steps=40, norm="l2")
+    raise ValueError(f"unknown attack {name!r}; known: {', '.join(ATTACKS)}")
+
+
+def attack_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
+                   attack: str = "PGD-40") -> Dict[str, object]:
+    """Attack one example x (1, C, H, W) with label y (1,).
+
+    Returns a dict: ``x``, ``x_adv``, ``delta`` (x_adv - x), ``clean_pred``, ``adv_pred``,
+    ``clean_conf``/``adv_conf`` (softmax probability of the predicted class), ``target``
+    (or None), ``linf`` and ``l2`` (the perturbation's norms), ``fooled`` (bool).
+    """
+    model.eval()
+    atk = make_attack(attack, eps)
+    target = (y + 1) % 10 if "targeted" in attack else None
+    x_adv = atk(model, x, y, target=target)
+    device = x_adv.device
+    with torch.no_grad():
+        p_clean = model(x.to(device)).softmax(1)[0]
+        p_adv = model(x_adv).softmax(1)[0]
+    delta = (x_adv - x.to(device)).cpu()
+    clean_pred, adv_pred = int(p_clean.argmax()), int(p_adv.argmax())
+    return {"x": x.cpu(), "x_adv": x_adv.cpu(), "delta": delta,
+            "clean_pred": clean_pred, "adv_pred": adv_pred,
+            "clean_conf": float(p_clean[clean_pred]), "adv_conf": float(p_adv[adv_pred]),
+            "target": None if target is None else int(target), "label": int(y),
+            "linf": float(delta.abs().max()), "l2": float(delta.flatten().norm()),
+            "fooled": adv_pred != int(y)}
+
+
+def draw_attack_example(r: Dict[str, object], class_names: Optional[Sequence[str]] = None, fig=None):
+    """Clean image, perturbation (magnified to the full colour range) and adversarial image."""
+    name = (lambda c: class_names[c]) if class_names else str
+    if fig is None:
+        fig = plt.figure(figsize=(8, 2.9))
+    fig.clf()
+    axes = fig.subplots(1, 3)
+    img = lambda t: t[0, 0].numpy() if t.shape[1] == 1 else t[0].permute(1, 2, 0).numpy()
+    axes[0].imshow(img(r["x"]), cmap="gray", vmin=0, vmax=1)
+    axes[0].set_title(f"clean: {name(r['clean_pred'])} ({100 * r['clean_conf']:.1f}%)", fontsize=9)
+    scale = max(r["linf"], 1e-8)
+    axes[1].imshow(img(r["delta"]) / scale, cmap="seismic", vmin=-1, vmax=1)
+    axes[1].set_title(f"perturbation (x{1 / scale:.0f})\nlinf={r['linf']:.3f}, l2={r['l2']:.2f}", fontsize=9)
+    axes[2].imshow(img(r["x_adv"]), cmap="gray", vmin=0, vmax=1)
+    color = "red" if r["fooled"] else "green"
+    axes[2].set_title(f"adversarial: {name(r['adv_pred'])} ({100 * r['adv_conf']:.1f}%)", fontsize=9, color=color)
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def attack_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, class_names=None):
+    """ipywidgets explorer: pick an example, an attack and eps; shows clean / perturbation / adversarial."""
+    import ipywidgets as W
+    from IPython.display import display
+
+    index = W.IntSlider(0, 0, len(x) - 1, description="example")
+    eps = W.FloatSlider(value=0.1, min=0.0, max=0.4, step=0.01, description="eps (linf)")
+    attack = W.Dropdown(options=list(ATTACKS), value="PGD-40", description="attack")
+    out = W.Output()
+
+    def update(*_):
+        r = attack_example(model, x[index.value:index.value + 1], y[index.value:index.value + 1],
+                           eps.value, attack.value)
+        with out:
+            out.clear_output(wait=True)
+            fig = draw_attack_example(r, class_names)
+            display(fig)
+            plt.close(fig)
+
+    for w in (index, eps, attack):
+        w.observe(update, names="value")
+    update()
+    box = W.VBox([W.HBox([index, eps, attack]), out])
+    return box
