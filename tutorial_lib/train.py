@@ -24,6 +24,7 @@ from .checkpoints import CHECKPOINT_DIR, register_checkpoint, save_checkpoint
 from .data import load_dataset
 from .models import build_model
 from .training import LOSSES, accuracy, default_device, fit, is_main_process, set_seed
+from . import defenses  # noqa: F401  (registers its losses)
 
 __all__ = ["RECIPE_DIR", "load_recipe", "run_recipe", "main"]
 
@@ -121,7 +122,7 @@ def run_recipe(recipe: Union[str, Path, Dict[str, Any]], full: bool = False,
     history = fit(net, train_loader, epochs=int(recipe["epochs"]), loss_fn=loss_fn,
                   optimizer=optimizer, scheduler=scheduler, device=device,
                   amp=recipe.get("amp", False), max_steps=recipe.get("max_steps"),
-                  state_path=state_path, progress=progress)
+                  state_path=state_path, progress=progress, on_step=getattr(loss_fn, "on_step", None))
     seconds = time.perf_counter() - t0
     result: Dict[str, Any] = {"history": history}
     if not is_main_process():
@@ -159,6 +160,8 @@ def main(argv=None) -> None:
     try:
         run_recipe(args.recipe, full=args.full, out_dir=args.out, register=not args.no_register,
                    device=args.device, data_dir=args.data_dir, progress=True)
+        if distributed:
+            torch.distributed.barrier()  # rank 0 evaluates and saves; the others wait for it
     finally:
         if distributed:
             torch.distributed.destroy_process_group()

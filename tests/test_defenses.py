@@ -1,0 +1,68 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tutorial_lib.defenses import PGDTrainingLoss, TradesLoss, trades_attack
+from tutorial_lib.models import build_model
+from tutorial_lib.training import LOSSES
+
+
+@pytest.fixture(scope="module")
+def batch(mnist_test):
+    x, y = mnist_test
+    return x[:64], y[:64]
+
+
+def test_trades_beta_zero_is_cross_entropy(natural_model, batch):
+    x, y = batch
+    loss, logits = TradesLoss(beta=0.0, eps=0.3)(natural_model, x, y)
+    assert torch.allclose(loss, F.cross_entropy(natural_model(x), y))
+
+
+def test_trades_adds_a_nonnegative_kl(natural_model, batch):
+    x, y = batch
+    ce = F.cross_entropy(natural_model(x), y)
+    loss, _ = TradesLoss(beta=6.0, eps=0.3, steps=5, alpha=0.06)(natural_model, x, y)
+    assert loss > ce + 1e-3  # the natural model is not robust: the KL term is large
+
+
+def test_trades_attack_stays_in_ball_and_increases_kl(natural_model, batch):
+    x, _ = batch
+    x_adv = trades_attack(natural_model, x, eps=0.1, alpha=0.02, steps=10)
+    assert (x_adv - x).abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    p = F.softmax(natural_model(x), 1)
+    kl = lambda z: F.kl_div(F.log_softmax(natural_model(z), 1), p, reduction="batchmean")
+    assert kl(x_adv) > 10 * kl((x + 0.001 * torch.randn_like(x)).clamp(0, 1))
+
+
+def test_pgd_training_loss_is_at_least_clean_loss(natural_model, batch):
+    x, y = batch
+    loss, logits = PGDTrainingLoss(eps=0.1, alpha=0.01, steps=10)(natural_model, x, y)
+    assert loss >= F.cross_entropy(natural_model(x), y)
+    assert logits.shape == (64, 10)
+
+
+def test_eps_schedule_follows_the_step():
+    loss = PGDTrainingLoss(eps=0.3, ramp_steps=100)
+    loss.on_step(0)
+    assert loss.eps == 0.0
+    loss.on_step(50)
+    assert abs(loss.eps - 0.15) < 1e-12
+    loss.on_step(1000)
+    assert loss.eps == 0.3
+    assert LOSSES["pgd"] is PGDTrainingLoss and LOSSES["trades"] is TradesLoss
+
+
+def test_model_returns_to_training_mode(batch):
+    model = build_model("trades_smallcnn").train()
+    x, y = batch
+    TradesLoss(beta=1.0, eps=0.1, steps=2)(model, x, y)
+    PGDTrainingLoss(eps=0.1, steps=2)(model, x, y)
+    assert model.training
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError):
+        TradesLoss(beta=-1)
+    with pytest.raises(ValueError):
+        PGDTrainingLoss(eps=-0.1)
