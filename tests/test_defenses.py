@@ -66,3 +66,17 @@ def test_bad_arguments():
         TradesLoss(beta=-1)
     with pytest.raises(ValueError):
         PGDTrainingLoss(eps=-0.1)
+
+
+def test_shipped_pgd_model_beats_natural_under_pgd(natural_model, mnist_test):
+    from tutorial_lib.attacks import PGD, evaluate
+    from tutorial_lib.checkpoints import load_checkpoint
+
+    robust, info = load_checkpoint("mnist_small_pgd", device="cpu")
+    assert info["recipe"]["loss"] == "pgd" and info["recipe"]["loss_kwargs"]["eps"] == 0.3
+    x, y = mnist_test[0][:200], mnist_test[1][:200]
+    attack = {"pgd": PGD(0.3, alpha=0.01, steps=40)}
+    rob = evaluate(robust, (x, y), attack, progress=False)
+    nat = evaluate(natural_model, (x, y), attack, progress=False)
+    assert rob["clean"] > 0.97
+    assert rob["pgd"] > 0.85 and nat["pgd"] < 0.05
