@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test env data bench bench-attacks clean-env
+.PHONY: lab test env data bench bench-attacks bench-dual clean-env
 
 env: $(STAMP)
 
@@ -26,12 +26,17 @@ lab: data
 test: $(STAMP)
 	MPLBACKEND=Agg $(PY) -m pytest --nbval-lax tests notebooks
 
-bench: bench-attacks
+bench: bench-attacks bench-dual
 
 bench-attacks: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) -m pip install --quiet --no-deps torchattacks==3.5.1
 	$(PY) benchmarks/attacks.py
+
+bench-dual: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) -m pip install --quiet --no-deps convex-adversarial==0.4.4
+	$(PY) benchmarks/dual_bounds.py
 
 clean-env:
 	rm -rf $(VENV)

@@ -1,0 +1,155 @@
+"""Benchmark: the exact dual bound of tutorial_lib.bounds vs convex_adversarial 0.4.4.
+
+MNIST small CNN (Wong & Kolter 2017) with seeded random weights, random inputs in [0, 1],
+eps = 0.1 intersected with the pixel box (convex_adversarial's bounded_input=True), margins
+z_y - z_j. For each batch size, with and without gradients (robust loss + backward), prints
+seconds per batch (median of --reps after a warm-up), peak memory (CPU: peak RSS growth of a
+fresh process; CUDA: peak allocated), the speed ratio and the max difference of the bounds.
+
+    python benchmarks/dual_bounds.py [--batches 8,32,128] [--reps 3] [--device cpu]
+
+Needs ``pip install --no-deps convex-adversarial==0.4.4`` (and numpy) in the environment.
+Every configuration runs in its own subprocess so peak memory is measured separately.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EPS = 0.1
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def child(impl: str, batch: int, grad: bool, reps: int, device: str, out: str) -> None:
+    sys.path.insert(0, ROOT)
+    import torch
+    import torch.nn.functional as F
+    from tutorial_lib.models import mnist_small
+
+    torch.manual_seed(0)
+    net = mnist_small().to(device)
+    x = torch.rand(batch, 1, 28, 28, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    K = 10
+    keep = torch.ones(batch, K, dtype=torch.bool, device=device)
+    keep[torch.arange(batch, device=device), y] = False
+
+    if impl == "ours":
+        from tutorial_lib.bounds import dual_bounds, margins_to_logits
+
+        def bound():
+            return dual_bounds(net, x, y, EPS).lower
+    else:
+        from convex_adversarial import DualNetwork
+        eye = torch.eye(K, device=device)
+        c = eye[y].unsqueeze(1) - eye.unsqueeze(0)
+
+        def bound():
+            f = -DualNetwork(net, x, EPS, bounded_input=True)(c)  # (N, K), 0 at y
+            return -f[keep].view(batch, K - 1)
+
+    def run():
+        net.zero_grad(set_to_none=True)
+        if grad:
+            J = bound()
+            z = torch.zeros(batch, K, device=device).masked_scatter(keep, -J)
+            F.cross_entropy(z, y).backward()
+        else:
+            with torch.no_grad():
+                J = bound()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return J.detach()
+
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _rss_kb() * 1024
+    J = run()  # warm-up, and the peak-memory measurement
+    peak = (torch.cuda.max_memory_allocated() - base) if cuda else \
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    torch.save(J.cpu(), out + ".pt")
+    with open(out, "w") as f:
+        json.dump({"seconds": statistics.median(times), "peak_bytes": int(peak)}, f)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batches", default="8,32,128")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per configuration")
+    ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.threads:
+        import torch
+        torch.set_num_threads(a.threads)
+    if a.child:
+        impl, batch, grad, device, out = a.child
+        child(impl, int(batch), grad == "1", a.reps, device, out)
+        return
+
+    import torch
+    tmp = tempfile.mkdtemp(prefix="dual_bench_")
+    print(f"MNIST small CNN, eps={EPS}, device={a.device}, torch {torch.__version__}, "
+          f"threads={a.threads or torch.get_num_threads()}")
+    hdr = (f"{'batch':>5} {'grad':>5} | {'ours s':>8} {'ours MiB':>9} | {'c_a s':>8} "
+           f"{'c_a MiB':>9} | {'speedup':>7} {'mem ratio':>9} | {'max |diff|':>10}")
+    print(hdr)
+    print("-" * len(hdr))
+    for batch in [int(b) for b in a.batches.split(",")]:
+        for grad in (False, True):
+            res = {}
+            for impl in ("ours", "ca"):
+                out = os.path.join(tmp, f"{impl}_{batch}_{int(grad)}.json")
+                cmd = [sys.executable, os.path.abspath(__file__), "--reps", str(a.reps),
+                       "--threads", str(a.threads),
+                       "--child", impl, str(batch), str(int(grad)), a.device, out]
+                try:
+                    p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout)
+                    ok = p.returncode == 0
+                except subprocess.TimeoutExpired:
+                    ok, p = False, None
+                if ok:
+                    with open(out) as f:
+                        res[impl] = json.load(f)
+                    res[impl]["J"] = torch.load(out + ".pt")
+                else:
+                    why = "timeout" if p is None else (p.stderr.strip().splitlines() or ["?"])[-1]
+                    res[impl] = None
+                    print(f"  [{impl} batch {batch} grad {grad} failed: {why[:120]}]")
+            o, c = res["ours"], res["ca"]
+            f = lambda r, k, s: "-" if r is None else s.format(r[k] if k != "peak_bytes"
+                                                               else r[k] / 2 ** 20)
+            speed = f"{c['seconds'] / o['seconds']:.2f}x" if o and c else "-"
+            mem = f"{o['peak_bytes'] / max(c['peak_bytes'], 1):.2f}" if o and c else "-"
+            diff = f"{(o['J'] - c['J']).abs().max().item():.2e}" if o and c else "-"
+            print(f"{batch:>5} {str(grad):>5} | {f(o, 'seconds', '{:.3f}'):>8} "
+                  f"{f(o, 'peak_bytes', '{:.0f}'):>9} | {f(c, 'seconds', '{:.3f}'):>8} "
+                  f"{f(c, 'peak_bytes', '{:.0f}'):>9} | {speed:>7} {mem:>9} | {diff:>10}",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()

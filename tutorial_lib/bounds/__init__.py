@@ -1,0 +1,32 @@
+"""Certified bounds for ReLU networks (Wong & Kolter 2017; Wong et al. 2018).
+
+Every method has the call shape ``method(model, x, y, eps, spec=None, clip=(0., 1.), ...)``
+and returns a :class:`BoundResult` whose ``lower`` (N, m) lower-bounds ``spec @ logits`` over
+the l_inf ball of radius eps around x intersected with the box ``clip`` (None: no box).
+The default spec is the margins z_y - z_j for every j != y (m = K - 1, increasing j).
+
+* :func:`interval_bounds`        interval bound propagation
+* :func:`dual_bounds`            the dual network (paper's slopes), batched, differentiable
+* :func:`optimized_dual_bounds`  the same with the final lower slopes tuned by gradient steps
+* :func:`lp_bounds`              the triangle-relaxation LP solved exactly (cvxpy + HiGHS)
+* :func:`milp_bounds`            exact verification (MILP) with the worst-case inputs
+* :func:`robust_loss`, :func:`certified_error`   training loss and certified error
+* :func:`estimated_dual_bounds`  random-projection estimate (training only, not sound)
+
+Supported layers: nn.Linear, nn.Conv2d, nn.ReLU, nn.Flatten and tutorial_lib.models.Normalize
+inside an nn.Sequential whose last layer is nn.Linear.
+"""
+from .dual import dual_bounds, estimated_dual_bounds, optimized_dual_bounds
+from .interval import interval_bounds
+from .layers import (LAYER_TYPES, DualConv2d, DualFlatten, DualLayer, DualLinear, DualNormalize,
+                     DualReLU, UnsupportedLayerError)
+from .lp import SolverError, lp_bounds, milp_bounds
+from .robust import certified_error, margins_to_logits, robust_loss
+from .spec import BoundResult, margin_spec
+
+__all__ = [
+    "BoundResult", "margin_spec", "interval_bounds", "dual_bounds", "optimized_dual_bounds",
+    "estimated_dual_bounds", "lp_bounds", "milp_bounds", "robust_loss", "certified_error",
+    "margins_to_logits", "SolverError", "UnsupportedLayerError", "LAYER_TYPES", "DualLayer",
+    "DualLinear", "DualConv2d", "DualNormalize", "DualFlatten", "DualReLU",
+]

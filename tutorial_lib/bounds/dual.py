@@ -1,0 +1,277 @@
+"""The dual network of Wong & Kolter 2017 ("Provable defenses via the convex outer adversarial
+polytope"), computed backward through the transposed layers, batched over examples.
+
+Derivation used here (a lower bound of nu_T . h_T, h_T the network output):
+  * affine layer h' = A h + b:   nu . h' = (A^T nu) . h + nu . b
+  * ReLU with bounds l < 0 < u on its input z (triangle relaxation, d = u / (u - l)):
+      nu_j >= 0:  nu_j a_j >= nu_j alpha_j z_j            (lower line, alpha_j in [0, 1])
+      nu_j <  0:  nu_j a_j >= nu_j d_j z_j - nu_j d_j l_j  (upper line)
+    stable neurons pass nu (l >= 0) or zero it (u <= 0). With the paper's alpha = d the pull-back
+    nu -> d * nu is linear, so one pass gives lower and upper bounds of every neuron at once.
+  * input box lo <= x <= hi (the l_inf ball intersected with the pixel box):
+      min nu . x = nu . (lo + hi) / 2 - |nu| . (hi - lo) / 2.
+This equals the paper's J(nu) (Theorem 1) with nu_hat the coefficient pulled back to a ReLU
+output. Intermediate bounds of the input of ReLU k use nu = identity pulled back from there.
+
+Random projections (Wong et al. 2018) need the forward direction (the l1 terms are estimated
+by pushing k Cauchy vectors from each source forward); :func:`estimated_dual_bounds` does that
+and is for training only: its bounds are not certificates.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .layers import DualReLU, _numel
+from .spec import BoundResult, Problem, check_pre_bounds, prepare
+
+__all__ = ["dual_bounds", "optimized_dual_bounds", "estimated_dual_bounds"]
+
+_ELEMENT_BUDGET = 2 ** 27  # entries of one (N, rows, *layer) tensor when max_rows is None
+
+
+def _input_term(nu0: Tensor, lo: Tensor, hi: Tensor) -> Tuple[Tensor, Tensor]:
+    """nu0 (B, m, *in) -> (nu0 . mid, |nu0| . rad), each (N, m)."""
+    mid, rad = ((lo + hi) / 2).flatten(1), ((hi - lo) / 2).flatten(1)
+    n0 = nu0.flatten(2)
+    if n0.shape[0] == 1:
+        return mid.matmul(n0[0].t()), rad.matmul(n0[0].abs().t())
+    return n0.matmul(mid.unsqueeze(-1)).squeeze(-1), n0.abs().matmul(rad.unsqueeze(-1)).squeeze(-1)
+
+
+def _backward(layers, start: int, nu: Tensor, lo: Tensor, hi: Tensor,
+              alphas: Optional[Dict[int, Tensor]] = None, upper: bool = True):
+    """Bound nu . h_start (h_start: output of layers[start-1]) over the input box.
+
+    nu: (B, m, *shape). Returns (lower (N, m), upper (N, m) or None).
+    """
+    c_lo = c_up = 0
+    for i in range(start - 1, -1, -1):
+        a = alphas.get(i) if alphas else None
+        nu, cl, cu = layers[i].backward(nu, a, upper)
+        if cl is not None:
+            c_lo = c_lo + cl
+        if upper and cu is not None:
+            c_up = c_up + cu
+    lin, l1 = _input_term(nu, lo, hi)
+    return c_lo + lin - l1, (c_up + lin + l1) if upper else None
+
+
+def _identity_bounds(P: Problem, i: int, max_rows: Optional[int]) -> Tuple[Tensor, Tensor]:
+    """Lower/upper bounds of every entry of the input of layers[i], each (N, *shape)."""
+    shape = P.layers[i].in_shape
+    n, N = _numel(shape), P.x.shape[0]
+    eye = torch.eye(n, dtype=P.x.dtype, device=P.x.device)
+    if max_rows is None:  # cap the largest coefficient tensor at about _ELEMENT_BUDGET entries
+        widest = max(_numel(l.in_shape) for l in P.layers[:i])
+        max_rows = max(1, _ELEMENT_BUDGET // (N * widest))
+    step = min(n, max_rows)
+    lows, ups = [], []
+    for a in range(0, n, step):
+        nu = eye[a:a + step].view(1, -1, *shape)
+        lo, up = _backward(P.layers, i, nu, P.lo, P.hi)
+        lows.append(lo)
+        ups.append(up)
+    return torch.cat(lows, 1).view(N, *shape), torch.cat(ups, 1).view(N, *shape)
+
+
+def _pre_bounds(P: Problem, pre_bounds=None, intersect_ibp: bool = False,
+                max_rows: Optional[int] = None) -> List[Tuple[Tensor, Tensor]]:
+    """Set the bounds of every ReLU layer by layer (the dual network) and return them.
+
+    While the input of a ReLU is the image of the box under one mixing affine layer (plus
+    Normalize/Flatten), interval arithmetic is exact and is used instead (same value, cheaper).
+    intersect_ibp: also intersect with interval bounds propagated alongside (still sound).
+    """
+    given = check_pre_bounds(P, pre_bounds) if pre_bounds is not None else None
+    pre = []
+    il, iu = P.lo, P.hi  # interval bounds of the current activation
+    exact, mixing, track = True, 0, True
+    last = max(P.relu_idx, default=-1)
+    for i, layer in enumerate(P.layers[:last + 1]):
+        if isinstance(layer, DualReLU):
+            if given is not None:
+                l, u = given[len(pre)]
+            elif exact:
+                l, u = il, iu
+            else:
+                l, u = _identity_bounds(P, i, max_rows)
+                if intersect_ibp:
+                    l, u = torch.maximum(l, il), torch.minimum(u, iu)
+            layer.set_bounds(l, u)
+            pre.append((l, u))
+            exact = False
+            track = intersect_ibp and given is None
+            il, iu = l, u
+        elif layer.affine and not layer.elementwise:
+            mixing += 1
+            exact = exact and mixing <= 1
+        if track:
+            il, iu = layer.interval(il, iu)
+    return pre
+
+
+def _final_lower(P: Problem, alphas: Optional[Dict[int, Tensor]] = None) -> Tensor:
+    lower, _ = _backward(P.layers, len(P.layers), P.C, P.lo, P.hi, alphas, upper=False)
+    return lower
+
+
+def dual_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps, spec: Optional[Tensor] = None,
+                clip: Optional[Tuple[float, float]] = (0.0, 1.0), pre_bounds=None,
+                intersect_ibp: bool = False, max_rows: Optional[int] = None) -> BoundResult:
+    """Wong & Kolter's dual-network lower bound on spec @ logits (exact, no projections).
+
+    x: (N, *input_shape) in the box clip; y: (N,) labels for the default margin spec (or None
+    with spec (N, m, K) / (m, K)); eps: l_inf radius (scalar or (N,)).
+    pre_bounds: optional list of (l, u) per ReLU to use instead of computing them.
+    intersect_ibp: intersect each layer's bounds with interval bounds (tighter, not the paper).
+    max_rows: neurons per backward pass for intermediate bounds; None picks it so that one
+    (N, rows, *layer) tensor has at most 2**27 entries (memory cap, same result).
+    Returns BoundResult(lower (N, m), pre_bounds). Differentiable w.r.t. the model.
+    """
+    P = prepare(model, x, y, eps, spec, clip)
+    pre = _pre_bounds(P, pre_bounds, intersect_ibp, max_rows)
+    return BoundResult(lower=_final_lower(P), pre_bounds=pre, method="dual")
+
+
+def optimized_dual_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps,
+                          spec: Optional[Tensor] = None,
+                          clip: Optional[Tuple[float, float]] = (0.0, 1.0), steps: int = 100,
+                          lr: float = 0.1, pre_bounds=None, intersect_ibp: bool = False,
+                          max_rows: Optional[int] = None) -> BoundResult:
+    """The dual bound with the final layer's free lower slopes alpha tuned by projected Adam.
+
+    The pre-activation bounds stay those of :func:`dual_bounds` (or ``pre_bounds``); only the
+    lower slopes of unstable ReLUs in the final bound, one per example, spec row and neuron,
+    start at the paper's alpha = u / (u - l) and take ``steps`` gradient steps (clamped to
+    [0, 1]). Every alpha in [0, 1] gives a valid bound, so the elementwise best over all
+    iterates is returned; it is >= the paper's bound and <= the LP at the same pre-bounds.
+    Returns BoundResult(lower (N, m), alpha = per-ReLU slopes (N, m, *shape)), detached;
+    info['paper'] is the bound at the paper's slopes, info['history'] the mean bound per step.
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    P = prepare(model, x, y, eps, spec, clip)
+    with torch.no_grad():
+        pre = _pre_bounds(P, pre_bounds, intersect_ibp, max_rows)
+        pre = [(l.detach(), u.detach()) for l, u in pre]
+        for layer, (l, u) in zip(P.relus, pre):
+            layer.set_bounds(l, u)
+    m = P.C.shape[1]
+    alphas = {i: P.layers[i].d.unsqueeze(1).expand(-1, m, *P.layers[i].in_shape).clone()
+              .requires_grad_(True) for i in P.relu_idx}
+    params = list(alphas.values())
+    opt = torch.optim.Adam(params, lr=lr) if params else None
+    best, best_alpha, history = None, None, []
+    with torch.enable_grad():
+        for t in range(steps + 1):
+            lower = _final_lower(P, alphas)
+            low_d = lower.detach()
+            history.append(float(low_d.mean()))
+            if best is None:
+                paper, best = low_d.clone(), low_d.clone()
+                best_alpha = [a.detach().clone() for a in params]
+            else:
+                better = low_d > best
+                best = torch.where(better, low_d, best)
+                for b, a in zip(best_alpha, params):
+                    mask = better.view(*better.shape, *([1] * (a.dim() - 2)))
+                    b.copy_(torch.where(mask, a.detach(), b))
+            if t == steps or opt is None:
+                break
+            grads = torch.autograd.grad(-lower.sum(), params)
+            for a, g in zip(params, grads):
+                a.grad = g
+            opt.step()
+            with torch.no_grad():
+                for a in params:
+                    a.clamp_(0.0, 1.0)
+    return BoundResult(lower=best, pre_bounds=pre, method="dual-opt", alpha=best_alpha,
+                       info={"paper": paper, "history": history})
+
+
+def _forward_pre_bounds(P: Problem, proj: Optional[int], generator=None):
+    """Layer-by-layer bounds by pushing sources forward (convex_adversarial's direction).
+
+    proj=None: exact (identity sources; for checking only, memory ~ sum of layer sizes^2).
+    proj=k: the l1 terms are estimated with k Cauchy projections and the median estimator
+    (Wong et al. 2018), so the bounds are NOT sound. Sets each ReLU's bounds; returns them.
+    """
+    N, dt, dev = P.x.shape[0], P.x.dtype, P.x.device
+
+    def cauchy(shape):
+        return torch.empty(N, proj, *shape, dtype=dt, device=dev).cauchy_(generator=generator)
+
+    def l1(V):
+        return V.abs().median(dim=1).values if proj else V.abs().sum(1)
+
+    in_shape = P.layers[0].in_shape
+    h = (P.lo + P.hi) / 2   # the relaxation's affine part applied to the box centre
+    rad = (P.hi - P.lo) / 2
+    if proj:
+        src_in = rad.unsqueeze(1) * cauchy(in_shape)
+    else:
+        n0 = _numel(in_shape)
+        src_in = torch.eye(n0, dtype=dt, device=dev).view(1, n0, *in_shape) * rad.unsqueeze(1)
+    relu_srcs: List[Tuple[Tensor, Optional[Tensor]]] = []
+    pre = []
+    il, iu = P.lo, P.hi
+    exact, mixing = True, 0
+    last = max(P.relu_idx, default=-1)
+    for layer in P.layers[:last + 1]:
+        if isinstance(layer, DualReLU):
+            if exact:
+                l, u = il, iu
+            else:
+                r = l1(src_in)
+                l, u = h - r, h + r
+                for V, v_lin in relu_srcs:
+                    if proj:  # sum_p w_p min(v_p, 0) = (sum w v - sum |w v|) / 2
+                        e, s = l1(V), v_lin[:, 0]
+                        l, u = l + (s - e) / 2, u + (s + e) / 2
+                    else:
+                        l, u = l + V.clamp(max=0).sum(1), u + V.clamp(min=0).sum(1)
+            layer.set_bounds(l, u)
+            pre.append((l, u))
+            exact = False
+            h, src_in = layer.d * h, layer.linear(src_in)
+            relu_srcs = [(layer.linear(V), None if v is None else layer.linear(v))
+                         for V, v in relu_srcs]
+            w = layer.w.unsqueeze(1)
+            if proj:
+                relu_srcs.append((w * cauchy(layer.in_shape), w))
+            else:
+                n = _numel(layer.in_shape)
+                relu_srcs.append((torch.eye(n, dtype=dt, device=dev).view(1, n, *layer.in_shape) * w,
+                                  None))
+        else:
+            h, src_in = layer.forward(h), layer.linear(src_in)
+            relu_srcs = [(layer.linear(V), None if v is None else layer.linear(v))
+                         for V, v in relu_srcs]
+            if layer.affine and not layer.elementwise:
+                mixing += 1
+                exact = exact and mixing <= 1
+            if exact:
+                il, iu = layer.interval(il, iu)
+    return pre
+
+
+def estimated_dual_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps,
+                          spec: Optional[Tensor] = None,
+                          clip: Optional[Tuple[float, float]] = (0.0, 1.0), proj: int = 50,
+                          generator: Optional[torch.Generator] = None) -> BoundResult:
+    """Dual bound with intermediate l1 terms ESTIMATED by ``proj`` Cauchy random projections.
+
+    For training only (Wong et al. 2018): the result is an estimate, not a lower bound, and
+    ``.certified`` refuses to answer. The final layer's bound is exact given the estimated
+    pre-activation bounds. proj=None computes the same forward pass exactly (a check of
+    :func:`dual_bounds`; far more memory). Shapes as in :func:`dual_bounds`. Differentiable.
+    """
+    if proj is not None and (int(proj) != proj or proj < 1):
+        raise ValueError(f"proj must be a positive integer (number of projections), got {proj!r}")
+    P = prepare(model, x, y, eps, spec, clip)
+    pre = _forward_pre_bounds(P, int(proj) if proj else None, generator)
+    return BoundResult(lower=_final_lower(P), pre_bounds=pre,
+                       method="dual-proj" if proj else "dual-forward", info={"proj": proj})

@@ -1,0 +1,388 @@
+"""One small class per supported layer type, all behind the :class:`DualLayer` interface.
+
+Every bound method (interval, dual network, LP/MILP) walks a list of these objects. Shapes
+are per example: a layer maps ``(N, *in_shape)`` to ``(N, *out_shape)``. Coefficient
+tensors ("nu", one row per bounded quantity) have shape ``(B, m, *shape)`` where ``B`` is
+the batch size or 1 (shared by all examples, broadcast later).
+
+Adding a layer type: subclass :class:`DualAffine` (implement ``forward``, ``linear``,
+``linear_abs``, ``transpose``) and register it in :data:`LAYER_TYPES`.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tutorial_lib.models import Normalize
+
+__all__ = [
+    "UnsupportedLayerError", "DualLayer", "DualAffine", "DualLinear", "DualConv2d",
+    "DualNormalize", "DualFlatten", "DualReLU", "LAYER_TYPES", "build_layers",
+    "supported_layer_names",
+]
+
+
+class UnsupportedLayerError(TypeError):
+    """A layer (or a configuration of a layer) that the bound code cannot handle."""
+
+
+def _rows(t: Tensor, lead: int = 2) -> Tensor:
+    """Merge the ``lead`` leading dims: (B, m, *s) -> (B*m, *s)."""
+    return t.reshape(-1, *t.shape[lead:])
+
+
+class DualLayer:
+    """Interface. ``in_shape``/``out_shape`` exclude the batch dim."""
+
+    affine = True        # False only for ReLU
+    elementwise = False  # True if the linear part is a positive diagonal map or a reshape
+
+    def __init__(self, module: nn.Module, in_shape: Tuple[int, ...], out_shape: Tuple[int, ...]):
+        self.module = module
+        self.in_shape = tuple(in_shape)
+        self.out_shape = tuple(out_shape)
+
+    def forward(self, h: Tensor) -> Tensor:
+        """Concrete evaluation, (N, *in) -> (N, *out)."""
+        raise NotImplementedError
+
+    def interval(self, l: Tensor, u: Tensor) -> Tuple[Tensor, Tensor]:
+        """Interval image of the box [l, u] (each (N, *in)), exact for one affine layer."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.in_shape} -> {self.out_shape})"
+
+
+class DualAffine(DualLayer):
+    """h -> A h + b. Subclasses give the linear part, its absolute value and its adjoint."""
+
+    def linear(self, v: Tensor) -> Tensor:
+        """A v for v of shape (B, k, *in) -> (B, k, *out) (no bias)."""
+        raise NotImplementedError
+
+    def linear_abs(self, r: Tensor) -> Tensor:
+        """|A| r for r of shape (N, *in) -> (N, *out)."""
+        raise NotImplementedError
+
+    def transpose(self, nu: Tensor) -> Tensor:
+        """A^T nu for nu of shape (B, m, *out) -> (B, m, *in)."""
+        raise NotImplementedError
+
+    def bias_dot(self, nu: Tensor) -> Optional[Tensor]:
+        """nu . b, (B, m, *out) -> (B, m); None when there is no bias."""
+        return None
+
+    def interval(self, l, u):
+        c, r = (u + l) / 2, (u - l) / 2
+        c, r = self.forward(c), self.linear_abs(r)
+        return c - r, c + r
+
+    def backward(self, nu: Tensor, alpha: Optional[Tensor] = None, upper: bool = True):
+        """Pull a bound on nu . h_out back to nu' . h_in + const: returns (nu', c_lo, c_up)."""
+        c = self.bias_dot(nu)
+        return self.transpose(nu), c, c
+
+
+def _numel(shape: Sequence[int]) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+class DualLinear(DualAffine):
+    """nn.Linear on (N, features) inputs."""
+
+    def __init__(self, module, in_shape, out_shape):
+        if len(in_shape) != 1:
+            raise UnsupportedLayerError(
+                f"{module!r} sees inputs of shape {tuple(in_shape)} per example; bounds support "
+                "Linear only on flat (N, features) inputs (put an nn.Flatten before it)")
+        super().__init__(module, in_shape, out_shape)
+        self.W, self.b = module.weight, module.bias
+
+    def forward(self, h):
+        return F.linear(h, self.W, self.b)
+
+    def linear(self, v):
+        return F.linear(v, self.W)
+
+    def linear_abs(self, r):
+        return F.linear(r, self.W.abs())
+
+    def transpose(self, nu):
+        return nu.matmul(self.W)
+
+    def bias_dot(self, nu):
+        return None if self.b is None else nu.matmul(self.b)
+
+
+class _FoldTranspose(torch.autograd.Function):
+    """conv_transpose2d (groups=1) as a matmul to per-patch columns plus col2im (fold).
+
+    On CPU this is several times faster than conv_transpose2d when the conv has few input
+    channels (the first layer); the backward uses conv2d, not the slow im2col.
+    """
+
+    @staticmethod
+    def forward(ctx, nu, W, size, stride, padding, dilation):
+        R, C, H, Wd = nu.shape
+        cols = W.reshape(C, -1).t().matmul(nu.reshape(R, C, H * Wd))
+        ctx.save_for_backward(nu, W)
+        ctx.conf = (stride, padding, dilation)
+        return F.fold(cols, size, W.shape[2:], dilation, padding, stride)
+
+    @staticmethod
+    def backward(ctx, g):
+        nu, W = ctx.saved_tensors
+        stride, padding, dilation = ctx.conf
+        g_nu = g_W = None
+        if ctx.needs_input_grad[0]:
+            g_nu = F.conv2d(g, W, None, stride, padding, dilation)
+        if ctx.needs_input_grad[1]:
+            g_W = torch.nn.grad.conv2d_weight(g, W.shape, nu, stride, padding, dilation)
+        return g_nu, g_W, None, None, None, None
+
+
+class DualConv2d(DualAffine):
+    """nn.Conv2d (any stride, dilation, groups, integer or 'same'/'valid' zero padding)."""
+
+    def __init__(self, module, in_shape, out_shape):
+        super().__init__(module, in_shape, out_shape)
+        if module.padding_mode != "zeros":
+            raise UnsupportedLayerError(
+                f"{module!r}: only padding_mode='zeros' is supported, got {module.padding_mode!r}")
+        if len(in_shape) != 3:
+            raise UnsupportedLayerError(f"{module!r} needs (N, C, H, W) inputs, got {in_shape}")
+        self.W, self.b = module.weight, module.bias
+        self.stride, self.dilation, self.groups = module.stride, module.dilation, module.groups
+        kh, kw = module.kernel_size
+        if isinstance(module.padding, str):
+            if module.padding == "valid":
+                pads = (0, 0, 0, 0)
+            else:  # 'same': total d*(k-1), left gets the floor (PyTorch's convention)
+                th, tw = self.dilation[0] * (kh - 1), self.dilation[1] * (kw - 1)
+                pads = (tw // 2, tw - tw // 2, th // 2, th - th // 2)
+        else:
+            ph, pw = module.padding
+            pads = (pw, pw, ph, ph)
+        self.symmetric = pads[0] == pads[1] and pads[2] == pads[3]
+        self.pads = pads  # (left, right, top, bottom) as F.pad wants
+        H, Wd = in_shape[1] + pads[2] + pads[3], in_shape[2] + pads[0] + pads[1]
+        # conv_transpose2d maps an (Ho, Wo) map back to size (Ho-1)*s + d*(k-1) + 1 (+ output
+        # padding, padding excluded): output_padding restores the rows/cols the stride dropped.
+        Ho, Wo = out_shape[1], out_shape[2]
+        self.out_pad = (H - ((Ho - 1) * self.stride[0] + self.dilation[0] * (kh - 1) + 1),
+                        Wd - ((Wo - 1) * self.stride[1] + self.dilation[1] * (kw - 1) + 1))
+
+    @property
+    def use_fold(self) -> bool:
+        return (self.groups == 1 and self.symmetric and self.W.shape[1] <= 3
+                and self.W.device.type == "cpu")
+
+    def _conv(self, v, W, b):
+        if self.symmetric:
+            return F.conv2d(v, W, b, self.stride, (self.pads[2], self.pads[0]),
+                            self.dilation, self.groups)
+        return F.conv2d(F.pad(v, self.pads), W, b, self.stride, 0, self.dilation, self.groups)
+
+    def forward(self, h):
+        return self._conv(h, self.W, self.b)
+
+    def linear(self, v):
+        return self._conv(_rows(v), self.W, None).view(*v.shape[:2], *self.out_shape)
+
+    def linear_abs(self, r):
+        return self._conv(r, self.W.abs(), None)
+
+    def transpose(self, nu):
+        lead = nu.shape[:2]
+        if self.use_fold:
+            out = _FoldTranspose.apply(_rows(nu), self.W, self.in_shape[1:], self.stride,
+                                       (self.pads[2], self.pads[0]), self.dilation)
+            return out.reshape(*lead, *self.in_shape)
+        t = F.conv_transpose2d(_rows(nu), self.W, None, self.stride, 0, self.out_pad,
+                               self.groups, self.dilation)
+        _, _, H, W = t.shape
+        l, r, top, bot = self.pads
+        t = t[:, :, top:H - bot, l:W - r]
+        return t.reshape(*lead, *self.in_shape)
+
+    def bias_dot(self, nu):
+        if self.b is None:
+            return None
+        return nu.sum(dim=(-1, -2)).matmul(self.b)
+
+
+class DualNormalize(DualAffine):
+    """tutorial_lib.models.Normalize: (x - mean) / std per channel (a positive diagonal map)."""
+
+    elementwise = True
+
+    def __init__(self, module, in_shape, out_shape):
+        if len(in_shape) != 3 or tuple(out_shape) != tuple(in_shape):
+            raise UnsupportedLayerError(
+                f"{module!r} needs (N, C, H, W) inputs with C matching its mean/std; got {in_shape}")
+        super().__init__(module, in_shape, out_shape)
+        self.mean = module.mean.reshape(-1, 1, 1)
+        self.inv_std = 1.0 / module.std.reshape(-1, 1, 1)
+
+    def forward(self, h):
+        return (h - self.mean) * self.inv_std
+
+    def linear(self, v):
+        return v * self.inv_std
+
+    def linear_abs(self, r):
+        return r * self.inv_std
+
+    def transpose(self, nu):
+        return nu * self.inv_std
+
+    def bias_dot(self, nu):
+        return -(nu * (self.mean * self.inv_std)).flatten(2).sum(-1)
+
+
+class DualFlatten(DualAffine):
+    """nn.Flatten with the default start_dim=1, end_dim=-1."""
+
+    elementwise = True
+
+    def __init__(self, module, in_shape, out_shape):
+        if module.start_dim != 1 or module.end_dim != -1:
+            raise UnsupportedLayerError(
+                f"{module!r}: only nn.Flatten(start_dim=1, end_dim=-1) is supported")
+        super().__init__(module, in_shape, out_shape)
+
+    def forward(self, h):
+        return h.reshape(h.shape[0], *self.out_shape)
+
+    def linear(self, v):
+        return v.reshape(*v.shape[:2], *self.out_shape)
+
+    def linear_abs(self, r):
+        return self.forward(r)
+
+    def transpose(self, nu):
+        return nu.reshape(*nu.shape[:2], *self.in_shape)
+
+    def interval(self, l, u):
+        return self.forward(l), self.forward(u)
+
+
+def _wdot(nu: Tensor, w: Tensor) -> Tensor:
+    """sum over neurons of nu * w: nu (B, m, *s), w (N, *s) -> (N, m)."""
+    v, w = nu.flatten(2), w.flatten(1)
+    if v.shape[0] == 1:
+        return w.matmul(v[0].t())
+    return v.matmul(w.unsqueeze(-1)).squeeze(-1)
+
+
+class DualReLU(DualLayer):
+    """ReLU with the triangle relaxation given bounds l <= z <= u on its input.
+
+    Unstable neurons (l < 0 < u) use the upper line a <= d (z - l), d = u / (u - l), and the
+    lower line a >= alpha z with alpha in [0, 1]; the paper's choice is alpha = d.
+    """
+
+    affine = False
+
+    def __init__(self, module, in_shape, out_shape):
+        super().__init__(module, in_shape, out_shape)
+        self.l = self.u = None
+
+    def forward(self, h):
+        return torch.relu(h)
+
+    def interval(self, l, u):
+        return torch.relu(l), torch.relu(u)
+
+    def set_bounds(self, l: Tensor, u: Tensor) -> None:
+        """l, u: (N, *in_shape). Caches the slopes d and offsets w = -d l (unstable only)."""
+        self.l, self.u = l, u
+        self.active = l >= 0
+        self.unstable = (l < 0) & (u > 0)
+        safe = torch.where(self.unstable, u - l, torch.ones_like(u))
+        self.d = torch.where(self.unstable, u / safe, self.active.to(u.dtype))
+        self.w = torch.where(self.unstable, -self.d * l, torch.zeros_like(l))  # >= 0
+
+    def linear(self, v):
+        """The relaxation's linear part with alpha = d: v (N, k, *s) -> d * v."""
+        return self.d.unsqueeze(1) * v
+
+    def backward(self, nu: Tensor, alpha: Optional[Tensor] = None, upper: bool = True):
+        """Pull nu . a back to nu' . z + const over the relaxation.
+
+        nu: (B, m, *s). alpha: None (paper slopes, linear in nu, gives lower and upper
+        constants) or lower slopes of shape (N, m, *s) (lower bound only).
+        Returns (nu', c_lo (N, m), c_up (N, m) or None).
+        """
+        d = self.d.unsqueeze(1)
+        if alpha is None:
+            # sum w min(nu, 0) = (w.nu - w.|nu|) / 2 and sum w max(nu, 0) = (w.nu + w.|nu|) / 2,
+            # as two batched dot products (cheaper than clamping twice)
+            s, a = _wdot(nu, self.w), _wdot(nu.abs(), self.w)
+            return d * nu, (s - a) / 2, ((s + a) / 2 if upper else None)
+        neg = nu.clamp(max=0)
+        c_lo = _wdot(neg, self.w)
+        lower_part = alpha * nu.clamp(min=0) + d * neg
+        return torch.where(self.unstable.unsqueeze(1), lower_part, d * nu), c_lo, None
+
+
+LAYER_TYPES: Dict[type, type] = {
+    nn.Linear: DualLinear,
+    nn.Conv2d: DualConv2d,
+    Normalize: DualNormalize,
+    nn.Flatten: DualFlatten,
+    nn.ReLU: DualReLU,
+}
+
+
+def supported_layer_names() -> str:
+    return ", ".join(t.__name__ for t in LAYER_TYPES)
+
+
+def _flat_modules(model: nn.Module) -> List[nn.Module]:
+    if isinstance(model, nn.Sequential):
+        out = []
+        for m in model:
+            out += _flat_modules(m)
+        return out
+    return [model]
+
+
+def build_layers(model: nn.Module, sample: Tensor) -> Tuple[List[DualLayer], Tuple[int, ...]]:
+    """Wrap each layer of a (possibly nested) nn.Sequential; ``sample`` (1, *in_shape) fixes shapes.
+
+    Returns (layers, output shape per example). Raises UnsupportedLayerError for layer types
+    outside :data:`LAYER_TYPES` and ValueError when the last layer is not nn.Linear.
+    """
+    if not isinstance(model, nn.Sequential):
+        raise UnsupportedLayerError(
+            f"bounds need an nn.Sequential of {supported_layer_names()}; got {type(model).__name__}")
+    modules = _flat_modules(model)
+    if not modules:
+        raise ValueError("the model has no layers")
+    layers: List[DualLayer] = []
+    h = sample
+    for i, m in enumerate(modules):
+        cls = LAYER_TYPES.get(type(m))
+        if cls is None:
+            raise UnsupportedLayerError(
+                f"layer {i} ({m!r}) is not supported by the bounds; supported layers: "
+                f"{supported_layer_names()}")
+        try:
+            with torch.no_grad():
+                out = m(h)
+        except Exception as e:  # shape errors from torch: say which layer
+            raise ValueError(f"input of shape {tuple(sample.shape[1:])} does not fit the model: "
+                             f"layer {i} ({m!r}) failed on shape {tuple(h.shape[1:])}: {e}") from e
+        layers.append(cls(m, tuple(h.shape[1:]), tuple(out.shape[1:])))
+        h = out
+    if not isinstance(modules[-1], nn.Linear):
+        raise ValueError(f"the last layer must be nn.Linear (the logits); got {modules[-1]!r}")
+    return layers, tuple(h.shape[1:])

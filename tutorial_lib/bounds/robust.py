@@ -1,0 +1,71 @@
+"""Robust training loss and certified error (Wong & Kolter 2017, Wong et al. 2018)."""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .dual import dual_bounds, estimated_dual_bounds, optimized_dual_bounds
+from .interval import interval_bounds
+
+__all__ = ["robust_loss", "certified_error", "margins_to_logits"]
+
+
+def margins_to_logits(J: Tensor, y: Tensor) -> Tensor:
+    """(N, K-1) margin lower bounds J_j (j != y, increasing j) -> (N, K) "logits" -J, 0 at y."""
+    N, K = J.shape[0], J.shape[1] + 1
+    keep = torch.ones(N, K, dtype=torch.bool, device=J.device)
+    keep[torch.arange(N, device=J.device), y] = False
+    return torch.zeros(N, K, dtype=J.dtype, device=J.device).masked_scatter(keep, -J)
+
+
+def robust_loss(model: nn.Module, x: Tensor, y: Tensor, eps,
+                clip: Optional[Tuple[float, float]] = (0.0, 1.0), proj: Optional[int] = None,
+                generator: Optional[torch.Generator] = None,
+                reduction: str = "mean") -> Tuple[Tensor, Tensor]:
+    """Wong & Kolter's robust loss CE(-J, y) on the dual bounds J of the margins z_y - z_j.
+
+    x: (N, *input_shape) in clip; y: (N,) labels; eps: l_inf radius.
+    Returns (loss, err): loss is differentiable; err (0-d tensor, fraction of examples with a
+    margin bound < 0) is the certified error when proj is None. With proj=k (training only)
+    the intermediate bounds are random-projection estimates, so both numbers are estimates:
+    report certificates with :func:`certified_error`, which never uses projections.
+    """
+    if y is None:
+        raise ValueError("robust_loss needs the labels y")
+    if proj is None:
+        res = dual_bounds(model, x, y, eps, clip=clip)
+    else:
+        res = estimated_dual_bounds(model, x, y, eps, clip=clip, proj=proj, generator=generator)
+    J = res.lower
+    loss = F.cross_entropy(margins_to_logits(J, y), y, reduction=reduction)
+    err = (J.detach() < 0).any(dim=1).to(J.dtype).mean()
+    return loss, err
+
+
+def certified_error(model: nn.Module, x: Tensor, y: Tensor, eps,
+                    clip: Optional[Tuple[float, float]] = (0.0, 1.0), method: str = "dual",
+                    batch_size: Optional[int] = None) -> float:
+    """Fraction of examples NOT certified: some margin z_y - z_j has a lower bound < 0.
+
+    Always exact bounds ('dual', 'dual-opt' or 'interval'; never projections). Examples that
+    are misclassified at x itself count as errors automatically (their margin is < 0).
+    """
+    fns = {"dual": dual_bounds, "interval": interval_bounds}
+    if method not in fns and method != "dual-opt":
+        raise ValueError(f"method must be 'dual', 'dual-opt' or 'interval'; got {method!r}")
+    n = x.shape[0]
+    bs = batch_size or n
+    bad = 0
+    for a in range(0, n, bs):
+        xb, yb = x[a:a + bs], y[a:a + bs]
+        eb = eps[a:a + bs] if isinstance(eps, Tensor) and eps.dim() > 0 else eps
+        if method == "dual-opt":
+            low = optimized_dual_bounds(model, xb, yb, eb, clip=clip).lower
+        else:
+            with torch.no_grad():
+                low = fns[method](model, xb, yb, eb, clip=clip).lower
+        bad += int((low < 0).any(dim=1).sum())
+    return bad / n
