@@ -95,7 +95,7 @@ def test_torchrun_ddp_gloo_two_processes(tmp_path, shared_dir):
     out = tmp_path / "ck"
     env = {**os.environ, "ROBUSTNESS_DATA_DIR": shared_dir, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          "-m", "tutorial_lib.train", str(_tiny_recipe(tmp_path)), "--out", str(out), "--device", "cpu"],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
