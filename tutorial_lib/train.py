@@ -24,7 +24,7 @@ from .checkpoints import CHECKPOINT_DIR, register_checkpoint, save_checkpoint
 from .data import load_dataset
 from .models import build_model
 from .training import LOSSES, accuracy, default_device, fit, is_main_process, set_seed
-from . import defenses  # noqa: F401  (registers its losses)
+from . import defenses, distillation  # noqa: F401  (register their losses)
 
 __all__ = ["RECIPE_DIR", "load_recipe", "run_recipe", "main"]
 

@@ -1,0 +1,329 @@
+"""Defensive distillation (Papernot, McDaniel, Wu, Jha & Swami, IEEE S&P 2016) and its analysis.
+
+The method, in the paper's terms:
+
+1. train a *teacher* network F with its softmax at temperature T,
+   ``F_i(x) = exp(z_i(x) / T) / sum_j exp(z_j(x) / T)`` (``LOSSES["temperature"]``);
+2. label the training set with the teacher's *soft labels* F(x) at temperature T
+   (:func:`soft_labels`);
+3. train a *student* of the same architecture on those soft labels, again at temperature T
+   (``LOSSES["distill"]``: the cross-entropy between the teacher's and the student's softmax at T);
+4. deploy the student at T = 1: the network outputs its plain logits z(x), and the softmax that
+   JSMA differentiates is ``softmax(z(x))``.
+
+Both trainings run in the one loop (:func:`tutorial_lib.training.fit`) through the loss registry,
+so recipes in ``data/recipes/papernot_*.json`` train them with ``python -m tutorial_lib.train``.
+
+Why it looks robust: training at T makes the logits about T times larger; at T = 1 the softmax
+then saturates (its top probability rounds to exactly 1 in float32) and its Jacobian with respect
+to the input collapses, often to exactly 0 (:func:`input_gradient_norm`, :func:`saturation`).
+An attack that follows the softmax's gradient (JSMA, untargeted PGD on the cross-entropy) has
+nothing to follow. The logits themselves are not flat, so an attack on the logits succeeds
+(:class:`tutorial_lib.attacks.CarliniWagnerL2`, :class:`tutorial_lib.attacks.MarginPGD`).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .training import LOSSES, eval_mode
+
+__all__ = [
+    "TEMPERATURES", "PAPER", "teacher_name", "student_name", "softmax_at",
+    "soft_labels", "temperature_loss", "distillation_loss", "softmax_jacobian",
+    "input_gradient_norm", "saturation", "load_study", "deployed_models", "common_correct",
+    "random_targets", "attack_summary", "gradient_summary", "temperature_study",
+]
+
+#: The temperatures of the shipped study: a reduced set of the issue's {1, 2, 5, 10, 20, 50, 100},
+#: chosen to fit a CPU training budget (each T costs a teacher and a student).
+TEMPERATURES: Tuple[int, ...] = (1, 10, 100)
+
+#: Numbers reported by Papernot et al. 2016 for MNIST (quoted, not measured here).
+PAPER: Dict[str, float] = {
+    "jsma_success_undefended": 0.9589,   # JSMA success on the undefended MNIST network
+    "jsma_success_T100": 0.0045,         # JSMA success on the student distilled at T = 100
+    "clean_acc_undefended": 0.9951,      # test accuracy of the undefended MNIST network
+    "max_acc_variation": 0.0137,         # accuracy variation with distillation stays within 1.37 %
+    "cw_success_T100": 1.00,             # Carlini & Wagner 2017: their attacks succeed 100 % at T = 100
+}
+
+
+def teacher_name(temperature: float) -> str:
+    """Registered checkpoint name of the shipped teacher trained at ``temperature``."""
+    return f"papernot_teacher_t{_fmt(temperature)}"
+
+
+def student_name(temperature: float) -> str:
+    """Registered checkpoint name of the shipped student distilled at ``temperature``."""
+    return f"papernot_student_t{_fmt(temperature)}"
+
+
+def _fmt(t: float) -> str:
+    return str(int(t)) if float(t).is_integer() else str(t).replace(".", "p")
+
+
+def _check_temperature(temperature: float) -> float:
+    temperature = float(temperature)
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+    return temperature
+
+
+def softmax_at(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``softmax(logits / T)`` along the class dimension."""
+    return F.softmax(logits / _check_temperature(temperature), dim=1)
+
+
+@torch.no_grad()
+def soft_labels(teacher: nn.Module, x: torch.Tensor, temperature: float,
+                batch_size: int = 1000) -> torch.Tensor:
+    """The teacher's soft labels ``softmax(z(x) / T)`` (N, classes), computed in eval mode.
+
+    Each row sums to 1; a higher temperature gives a flatter (higher-entropy) distribution.
+    Returned on ``x``'s device.
+    """
+    temperature = _check_temperature(temperature)
+    device = next(teacher.parameters()).device
+    with eval_mode(teacher):
+        out = [softmax_at(teacher(x[i:i + batch_size].to(device)), temperature).to(x.device)
+               for i in range(0, len(x), batch_size)]
+    return torch.cat(out) if out else torch.empty(0, 0, device=x.device)
+
+
+def temperature_loss(temperature: float = 1.0):
+    """Loss factory (``LOSSES["temperature"]``): cross-entropy of ``softmax(z / T)`` with the hard
+    labels, i.e. training a teacher at temperature T. T = 1 is natural training."""
+    temperature = _check_temperature(temperature)
+
+    def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        logits = model(x)
+        return F.cross_entropy(logits / temperature, y), logits
+
+    return loss_fn
+
+
+def _resolve_teacher(teacher: Union[str, nn.Module], temperature: float) -> nn.Module:
+    if isinstance(teacher, nn.Module):
+        return teacher
+    from .checkpoints import load_checkpoint  # late import: checkpoints imports training
+
+    model, info = load_checkpoint(teacher, device="cpu")
+    kw = info.get("recipe", {}).get("loss_kwargs", {}) or {}
+    t_teacher = kw.get("temperature")
+    if t_teacher is not None and float(t_teacher) != temperature:
+        warnings.warn(f"teacher {teacher!r} was trained at T = {t_teacher}, the student at T = {temperature}; "
+                      "the paper uses the same temperature for both", stacklevel=3)
+    return model
+
+
+def distillation_loss(teacher: Union[str, nn.Module], temperature: float = 1.0):
+    """Loss factory (``LOSSES["distill"]``): train a student on the teacher's soft labels at T.
+
+    ``teacher``: a registered checkpoint name (as in a recipe) or a model. The loss is
+    ``-sum_i F_i^teacher(x) log F_i^student(x)`` with both softmaxes at temperature T (the paper
+    uses the soft labels only, no hard-label term). The soft labels are computed per batch by the
+    frozen teacher in eval mode, which equals labelling the training set once (no augmentation).
+    The hard labels ``y`` are ignored except for reporting training accuracy.
+    """
+    temperature = _check_temperature(temperature)
+    teacher_model = _resolve_teacher(teacher, temperature)
+    teacher_model.eval()
+    for p in teacher_model.parameters():
+        p.requires_grad_(False)
+
+    def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        if next(teacher_model.parameters()).device != x.device:
+            teacher_model.to(x.device)
+        with torch.no_grad():
+            targets = softmax_at(teacher_model(x).float(), temperature)
+        logits = model(x)
+        log_probs = F.log_softmax(logits.float() / temperature, dim=1)
+        return -(targets * log_probs).sum(1).mean(), logits
+
+    loss_fn.teacher = teacher_model  # type: ignore[attr-defined]
+    return loss_fn
+
+
+LOSSES["temperature"] = temperature_loss
+LOSSES["distill"] = distillation_loss
+
+
+# ----------------------------------------------------------------------------------------------
+# The paper's analysis: the deployed model's softmax and its input gradient
+# ----------------------------------------------------------------------------------------------
+
+def softmax_jacobian(model: nn.Module, x: torch.Tensor, temperature: float = 1.0,
+                     output: str = "softmax") -> torch.Tensor:
+    """Jacobian of the model's output with respect to its input, (N, classes, *x.shape[1:]).
+
+    ``output="softmax"``: of ``softmax(z(x) / T)`` (the paper's F; T = 1 for a deployed model);
+    ``output="logits"``: of z(x) itself. Computed in the model's dtype (float32), like an attack.
+    """
+    if output not in ("softmax", "logits"):
+        raise ValueError(f"output must be 'softmax' or 'logits', got {output!r}")
+    temperature = _check_temperature(temperature)
+    device = next(model.parameters()).device
+    x = x.to(device).detach().requires_grad_(True)
+    with eval_mode(model):
+        logits = model(x)
+        out = softmax_at(logits, temperature) if output == "softmax" else logits
+        rows = []
+        for k in range(out.shape[1]):
+            (g,) = torch.autograd.grad(out[:, k].sum(), x, retain_graph=k < out.shape[1] - 1)
+            rows.append(g)
+    return torch.stack(rows, dim=1).detach()
+
+
+def input_gradient_norm(model: nn.Module, x: torch.Tensor, temperature: float = 1.0,
+                        output: str = "softmax", batch_size: int = 250) -> torch.Tensor:
+    """Per-example Frobenius norm of :func:`softmax_jacobian` (N,), on CPU.
+
+    For a distilled student at T = 1 the softmax's norm collapses by orders of magnitude (often
+    to exactly 0 in float32); the logits' norm does not.
+    """
+    norms = [softmax_jacobian(model, x[i:i + batch_size], temperature, output).flatten(1).norm(dim=1).cpu()
+             for i in range(0, len(x), batch_size)]
+    return torch.cat(norms)
+
+
+@torch.no_grad()
+def saturation(model: nn.Module, x: torch.Tensor, batch_size: int = 1000,
+               grad_norm: Optional[torch.Tensor] = None) -> Dict[str, float]:
+    """How saturated the deployed (T = 1) softmax is on inputs ``x``.
+
+    Returns ``top_prob_is_one`` (fraction whose top probability is exactly 1.0 in float32),
+    ``zero_gradient`` (fraction whose softmax Jacobian is exactly zero), ``mean_top_prob``,
+    ``median_logit_gap`` (median of top-1 minus top-2 logit) and ``median_logit_scale``
+    (median of the largest absolute logit). ``grad_norm``: the softmax's
+    :func:`input_gradient_norm` on x, if already computed.
+    """
+    device = next(model.parameters()).device
+    with eval_mode(model):
+        logits = torch.cat([model(x[i:i + batch_size].to(device)).float().cpu()
+                            for i in range(0, len(x), batch_size)])
+    probs = F.softmax(logits, dim=1)
+    top2 = logits.topk(2, dim=1).values
+    if grad_norm is None:
+        with torch.enable_grad():
+            grad_norm = input_gradient_norm(model, x)
+    return {
+        "top_prob_is_one": (probs.max(1).values == 1.0).float().mean().item(),
+        "zero_gradient": (grad_norm == 0).float().mean().item(),
+        "mean_top_prob": probs.max(1).values.mean().item(),
+        "median_logit_gap": (top2[:, 0] - top2[:, 1]).median().item(),
+        "median_logit_scale": logits.abs().max(1).values.median().item(),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# The temperature study of notebook 06: shipped models, attacks and gradients per temperature
+# ----------------------------------------------------------------------------------------------
+
+def load_study(temperatures: Sequence[float] = TEMPERATURES, device=None,
+               students_only: bool = False) -> Dict[str, Dict[float, nn.Module]]:
+    """The shipped models of the study, verified by the registry:
+    ``{"teachers": {T: model}, "students": {T: model}, "info": {name: checkpoint info}}``.
+    The undefended baseline is ``teachers[1]`` (natural training)."""
+    from .checkpoints import load_checkpoint
+
+    out: Dict[str, Dict] = {"teachers": {}, "students": {}, "info": {}}
+    for t in temperatures:
+        names = [("students", student_name(t))]
+        if not students_only or t == 1:
+            names.append(("teachers", teacher_name(t)))
+        for role, name in names:
+            model, info = load_checkpoint(name, device=device)
+            out[role][t] = model
+            out["info"][name] = info
+    return out
+
+
+def deployed_models(study: Dict[str, Dict[float, nn.Module]]) -> Dict[str, nn.Module]:
+    """The models an attacker faces, all at T = 1: ``{"undefended": teacher_T1, "T=1": student, ...}``."""
+    models = {"undefended": study["teachers"][1]} if 1 in study["teachers"] else {}
+    models.update({f"T={_fmt(t)}": m for t, m in sorted(study["students"].items())})
+    return models
+
+
+@torch.no_grad()
+def common_correct(models: Dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
+                   n: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` examples of (x, y) that every model classifies correctly (so a success
+    rate measures the attack, not the model's clean errors)."""
+    ok = torch.ones(len(y), dtype=torch.bool)
+    for m in models.values():
+        device = next(m.parameters()).device
+        with eval_mode(m):
+            ok &= torch.cat([m(x[i:i + 1000].to(device)).argmax(1).cpu() == y[i:i + 1000]
+                             for i in range(0, len(x), 1000)])
+    idx = ok.nonzero().squeeze(1)[:n]
+    if len(idx) < n:
+        raise ValueError(f"only {len(idx)} of {len(y)} examples are classified correctly by every model; pass more")
+    return x[idx], y[idx]
+
+
+def random_targets(y: torch.Tensor, classes: int = 10, seed: int = 0) -> torch.Tensor:
+    """One target class != y per example, uniform over the other classes, reproducible."""
+    from .attacks import _random_targets
+
+    return _random_targets(y, classes, seed)
+
+
+def attack_summary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor],
+                   attack) -> Dict[str, float]:
+    """Run one attack and summarise it: ``success`` (rate in [0, 1]: the target is predicted, or
+    untargeted, the label is not), and over successful examples the mean ``l0`` (fraction of
+    pixels changed), ``l2`` and ``linf`` distortion (nan if nothing succeeded)."""
+    device = next(model.parameters()).device
+    with eval_mode(model):
+        if hasattr(attack, "run"):
+            x_adv, success = attack.run(model, x, y, target)[:2]
+        else:
+            x_adv = attack(model, x, y, target)
+        with torch.no_grad():
+            pred = model(x_adv.to(device)).argmax(1).cpu()
+    target_cpu = target.cpu() if target is not None else None
+    success = (pred == target_cpu) if target is not None else (pred != y.cpu())
+    delta = (x_adv.cpu() - x.cpu()).flatten(1)
+    s = success
+    mean = (lambda v: v[s].float().mean().item() if s.any() else float("nan"))
+    return {"success": s.float().mean().item(), "l0": mean((delta != 0).float().mean(1)),
+            "l2": mean(delta.norm(dim=1)), "linf": mean(delta.abs().max(1).values), "n": len(y)}
+
+
+def gradient_summary(model: nn.Module, x: torch.Tensor,
+                     softmax_norm: Optional[torch.Tensor] = None) -> Dict[str, float]:
+    """The paper's analysis on inputs x, for the deployed model (T = 1): median Frobenius norm of
+    the Jacobian of the softmax and of the logits w.r.t. the input, and the saturation figures of
+    :func:`saturation`. ``softmax_norm``: :func:`input_gradient_norm` of the softmax on x, if
+    already computed (it is the expensive part)."""
+    soft = input_gradient_norm(model, x, output="softmax") if softmax_norm is None else softmax_norm
+    out = {"softmax_grad_median": soft.median().item(),
+           "logit_grad_median": input_gradient_norm(model, x, output="logits").median().item()}
+    out.update(saturation(model, x, grad_norm=soft))
+    return out
+
+
+def temperature_study(models: Dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
+                      target: torch.Tensor, attacks: Dict[str, object],
+                      progress: bool = False) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """``{model label: {attack name: attack_summary}}`` for every model and attack, all on the
+    same examples and targets."""
+    import time
+
+    results: Dict[str, Dict[str, Dict[str, float]]] = {}
+    for label, model in models.items():
+        results[label] = {}
+        for name, attack in attacks.items():
+            t0 = time.perf_counter()
+            results[label][name] = attack_summary(model, x, y, target, attack)
+            if progress:
+                print(f"{label:>10s} {name:>8s}: success {results[label][name]['success']:.1%} "
+                      f"({time.perf_counter() - t0:.1f} s)")
+    return results
