@@ -68,12 +68,14 @@ def test_bad_arguments():
         PGDTrainingLoss(eps=-0.1)
 
 
-def test_shipped_pgd_model_beats_natural_under_pgd(natural_model, mnist_test):
+@pytest.mark.parametrize("name,loss", [("mnist_small_pgd", "pgd"), ("mnist_small_trades_b1", "trades"),
+                                       ("mnist_small_trades_b6", "trades")])
+def test_shipped_robust_models_beat_natural_under_pgd(natural_model, mnist_test, name, loss):
     from tutorial_lib.attacks import PGD, evaluate
     from tutorial_lib.checkpoints import load_checkpoint
 
-    robust, info = load_checkpoint("mnist_small_pgd", device="cpu")
-    assert info["recipe"]["loss"] == "pgd" and info["recipe"]["loss_kwargs"]["eps"] == 0.3
+    robust, info = load_checkpoint(name, device="cpu")
+    assert info["recipe"]["loss"] == loss and info["recipe"]["loss_kwargs"]["eps"] == 0.3
     x, y = mnist_test[0][:200], mnist_test[1][:200]
     attack = {"pgd": PGD(0.3, alpha=0.01, steps=40)}
     rob = evaluate(robust, (x, y), attack, progress=False)
