@@ -12,6 +12,7 @@ noise and update batch statistics, so the attacks refuse it (use ``model.eval()`
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Callable, Dict, Mapping, Optional, Tuple, Union
 
 import torch
@@ -72,7 +73,7 @@ def _broadcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *([1] * (x.dim() - 1)))
 
 
-class Attack:
+class Attack(ABC):
     """Base class: subclasses implement ``_perturb(model, x, y, target) -> x_adv``."""
 
     norm = "linf"
@@ -106,8 +107,9 @@ class Attack:
             x_adv = x_adv.clamp(*self.clip)
         return x_adv
 
-    def _perturb(self, model, x, y, target):  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _perturb(self, model, x, y, target):
+        """Adversarial inputs for validated x (N, ...) on the model's device."""
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v}" for k, v in vars(self).items() if not k.startswith("_"))

@@ -10,6 +10,7 @@ Adding a layer type: subclass :class:`DualAffine` (implement ``forward``, ``line
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -34,7 +35,7 @@ def _rows(t: Tensor, lead: int = 2) -> Tensor:
     return t.reshape(-1, *t.shape[lead:])
 
 
-class DualLayer:
+class DualLayer(ABC):
     """Interface. ``in_shape``/``out_shape`` exclude the batch dim."""
 
     affine = True        # False only for ReLU
@@ -45,13 +46,13 @@ class DualLayer:
         self.in_shape = tuple(in_shape)
         self.out_shape = tuple(out_shape)
 
+    @abstractmethod
     def forward(self, h: Tensor) -> Tensor:
         """Concrete evaluation, (N, *in) -> (N, *out)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def interval(self, l: Tensor, u: Tensor) -> Tuple[Tensor, Tensor]:
         """Interval image of the box [l, u] (each (N, *in)), exact for one affine layer."""
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.in_shape} -> {self.out_shape})"
@@ -60,17 +61,17 @@ class DualLayer:
 class DualAffine(DualLayer):
     """h -> A h + b. Subclasses give the linear part, its absolute value and its adjoint."""
 
+    @abstractmethod
     def linear(self, v: Tensor) -> Tensor:
         """A v for v of shape (B, k, *in) -> (B, k, *out) (no bias)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def linear_abs(self, r: Tensor) -> Tensor:
         """|A| r for r of shape (N, *in) -> (N, *out)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def transpose(self, nu: Tensor) -> Tensor:
         """A^T nu for nu of shape (B, m, *out) -> (B, m, *in)."""
-        raise NotImplementedError
 
     def bias_dot(self, nu: Tensor) -> Optional[Tensor]:
         """nu . b, (B, m, *out) -> (B, m); None when there is no bias."""
