@@ -471,3 +471,91 @@ def test_fold_transpose_gradients_match_conv_transpose():
         nu = torch.randn(3, cout, Ho, Ho, dtype=DT, requires_grad=True)
         fn = lambda a, b: _FoldTranspose.apply(a, b, (H, H), (s, s), (p, p), (d, d))
         assert torch.autograd.gradcheck(fn, (nu, W), atol=1e-9, rtol=1e-7)
+
+
+def test_robust_training_loss_follows_its_eps_schedule():
+    from tutorial_lib.bounds import RobustTrainingLoss
+    from tutorial_lib.training import LOSSES
+
+    assert LOSSES["robust"] is RobustTrainingLoss
+    net, x, y, clip = make("small_cnn", seed=12, n=5)
+    loss_fn = RobustTrainingLoss(eps=0.1, proj=None, start_eps=0.01, ramp_steps=10, clip=clip)
+    for step, eps in ((0, 0.01), (5, 0.055), (10, 0.1), (99, 0.1)):
+        loss_fn.on_step(step)
+        assert abs(loss_fn.eps - eps) < 1e-12
+        value, logits = loss_fn(net, x, y)
+        assert torch.allclose(value, robust_loss(net, x, y, eps, clip=clip)[0], atol=1e-12)
+        # the robust loss upper-bounds the clean loss (the bounds are below the clean margins)
+        assert value >= F.cross_entropy(logits, y) - 1e-12
+    with pytest.raises(ValueError):
+        RobustTrainingLoss(eps=-0.1)
+    with pytest.raises(ValueError):
+        RobustTrainingLoss(eps=0.1, proj=0)
+
+
+def test_certified_accuracy_curve_matches_certified_error():
+    from tutorial_lib.bounds import certified_accuracy_vs_eps
+
+    net, x, y, clip = make("small_cnn", seed=13, n=8)
+    eps_values = [0.0, 0.01, 0.03, 0.1]
+    curve = certified_accuracy_vs_eps(net, x, y, eps_values, clip=clip, batch_size=3)
+    exact = [1 - certified_error(net, x, y, e, clip=clip) for e in eps_values]
+    # the shortcut only skips examples already lost; it never reports more than exact
+    assert all(c <= e + 1e-12 for c, e in zip(curve, exact))
+    assert curve == sorted(curve, reverse=True) and curve[0] == exact[0]
+    with pytest.raises(ValueError):
+        certified_accuracy_vs_eps(net, x, y, [0.1, 0.05])
+
+
+def test_shipped_robust_model_certificates_are_never_broken(mnist_test):
+    """The shipped certifiably trained model: most test images are certified at eps = 0.1, and
+    PGD with restarts (cross-entropy and margin loss) breaks none of the certified ones."""
+    from tutorial_lib.attacks import PGD, MarginPGD, margin
+    from tutorial_lib.checkpoints import load_checkpoint
+
+    model, info = load_checkpoint("mnist_small_robust", device="cpu")
+    assert info["recipe"]["loss"] == "robust" and info["recipe"]["loss_kwargs"]["eps"] == 0.1
+    x, y = mnist_test[0][:200], mnist_test[1][:200]
+    with torch.no_grad():
+        low = dual_bounds(model, x, y, 0.1).lower
+    cert = (low > 0).all(1)
+    assert cert.float().mean() > 0.85
+    xc, yc = x[cert], y[cert]
+    for attack in (PGD(0.1, alpha=0.01, steps=100, restarts=3), MarginPGD(0.1, alpha=0.01, steps=100, restarts=3)):
+        x_adv = attack(model, xc, yc)
+        with torch.no_grad():
+            m = margin(model(x_adv), yc)
+        assert (m > 0).all()
+        # the margin any attack finds is above the certified lower bound of the worst margin
+        assert (m >= low[cert].min(1).values - 1e-4).all()
+
+
+@pytest.mark.parametrize("arch", ["mnist_small_like", "odd_sizes"])
+def test_receptive_field_bounds_equal_the_dense_pass(arch):
+    """bounds.patches computes a conv layer's neuron bounds on receptive fields only; it must
+    give the dense backward pass's values (odd sizes, stride 1/2, padding 0/1/2 included)."""
+    from tutorial_lib.bounds import dual as D
+    from tutorial_lib.bounds import patches
+    from tutorial_lib.bounds.spec import prepare
+
+    torch.manual_seed(3)
+    if arch == "mnist_small_like":
+        net, shape = nn.Sequential(nn.Conv2d(1, 4, 4, 2, 1), nn.ReLU(), nn.Conv2d(4, 6, 4, 2, 1), nn.ReLU(),
+                                   nn.Flatten(), nn.Linear(6 * 4 * 4, 5)), (1, 16, 16)
+    else:
+        net, shape = nn.Sequential(nn.Conv2d(2, 3, 3, 2, 0), nn.ReLU(), nn.Conv2d(3, 4, 3, 1, 2), nn.ReLU(),
+                                   nn.Conv2d(4, 5, 2, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(5 * 4 * 4, 3)), (2, 11, 9)
+    net = net.double()
+    x = torch.rand(3, *shape, dtype=DT)
+    y = net(x).argmax(1)
+    P = prepare(net, x, y, 0.05, None, (0.0, 1.0))
+    D._pre_bounds(P)
+    checked = 0
+    for i in P.relu_idx[1:]:
+        assert patches.applies(P.layers, i)
+        ld, ud = D._identity_bounds(P, i, None)
+        lp, up = patches.conv_neuron_bounds(P.layers, i, P.lo, P.hi, budget=200)  # force chunking
+        assert torch.allclose(ld, lp, atol=1e-12) and torch.allclose(ud, up, atol=1e-12)
+        checked += 1
+    assert checked >= 1
+    assert not patches.applies(P.layers, len(P.layers) - 1)  # after a Linear: dense pass

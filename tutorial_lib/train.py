@@ -25,6 +25,7 @@ from .data import load_dataset
 from .models import build_model
 from .training import LOSSES, accuracy, default_device, fit, is_main_process, set_seed
 from . import defenses, distillation  # noqa: F401  (register their losses)
+from .bounds import robust as _robust  # noqa: F401  (registers LOSSES['robust'])
 
 __all__ = ["RECIPE_DIR", "load_recipe", "run_recipe", "main"]
 

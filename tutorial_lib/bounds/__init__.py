@@ -11,6 +11,7 @@ The default spec is the margins z_y - z_j for every j != y (m = K - 1, increasin
 * :func:`lp_bounds`              the triangle-relaxation LP solved exactly (cvxpy + HiGHS)
 * :func:`milp_bounds`            exact verification (MILP) with the worst-case inputs
 * :func:`robust_loss`, :func:`certified_error`   training loss and certified error
+* :func:`certified_accuracy_vs_eps`  certified accuracy over a range of radii
 * :func:`estimated_dual_bounds`  random-projection estimate (training only, not sound)
 
 Supported layers: nn.Linear, nn.Conv2d, nn.ReLU, nn.Flatten and tutorial_lib.models.Normalize
@@ -21,12 +22,14 @@ from .interval import interval_bounds
 from .layers import (LAYER_TYPES, DualConv2d, DualFlatten, DualLayer, DualLinear, DualNormalize,
                      DualReLU, UnsupportedLayerError)
 from .lp import SolverError, lp_bounds, milp_bounds
-from .robust import certified_error, margins_to_logits, robust_loss
+from .robust import (RobustTrainingLoss, certified_accuracy_vs_eps, certified_error, margins_to_logits,
+                     robust_loss)
 from .spec import BoundResult, margin_spec
 
 __all__ = [
     "BoundResult", "margin_spec", "interval_bounds", "dual_bounds", "optimized_dual_bounds",
     "estimated_dual_bounds", "lp_bounds", "milp_bounds", "robust_loss", "certified_error",
-    "margins_to_logits", "SolverError", "UnsupportedLayerError", "LAYER_TYPES", "DualLayer",
+    "margins_to_logits", "RobustTrainingLoss", "certified_accuracy_vs_eps", "SolverError",
+    "UnsupportedLayerError", "LAYER_TYPES", "DualLayer",
     "DualLinear", "DualConv2d", "DualNormalize", "DualFlatten", "DualReLU",
 ]

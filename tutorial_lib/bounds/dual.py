@@ -19,11 +19,13 @@ and is for training only: its bounds are not certificates.
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
+from . import patches
 from .layers import DualReLU, _numel
 from .spec import BoundResult, Problem, check_pre_bounds, prepare
 
@@ -96,6 +98,8 @@ def _pre_bounds(P: Problem, pre_bounds=None, intersect_ibp: bool = False,
                 l, u = given[len(pre)]
             elif exact:
                 l, u = il, iu
+            elif patches.applies(P.layers, i):  # same values, on receptive fields only
+                l, u = patches.conv_neuron_bounds(P.layers, i, P.lo, P.hi)
             else:
                 l, u = _identity_bounds(P, i, max_rows)
                 if intersect_ibp:
@@ -201,8 +205,9 @@ def _forward_pre_bounds(P: Problem, proj: Optional[int], generator=None):
     """
     N, dt, dev = P.x.shape[0], P.x.dtype, P.x.device
 
-    def cauchy(shape):
-        return torch.empty(N, proj, *shape, dtype=dt, device=dev).cauchy_(generator=generator)
+    def cauchy(shape):  # tan(pi (u - 1/2)) is standard Cauchy; ~4x faster than cauchy_ on CPU
+        u = torch.rand(N, proj, *shape, dtype=dt, device=dev, generator=generator)
+        return u.sub_(0.5).mul_(math.pi).tan_()
 
     def l1(V):
         return V.abs().median(dim=1).values if proj else V.abs().sum(1)
