@@ -85,3 +85,19 @@ def test_bad_inputs(natural_model, batch):
         PGD(0.1)(model, x, y)
     with pytest.raises(ValueError, match="reserved"):
         evaluate(natural_model, (x, y), {"clean": FGSM(0.1)})
+
+
+def test_transfer_attack_uses_only_the_source(natural_model, batch):
+    from tutorial_lib.attacks import TransferAttack
+    from tutorial_lib.models import build_model
+
+    x, y = batch
+    base = PGD(0.1, alpha=0.02, steps=10, seed=0)
+    transfer = TransferAttack(natural_model, base)
+    other = build_model("mnist_small").eval()  # random weights: a different target
+    a, b = transfer(natural_model, x, y), transfer(other, x, y)
+    assert torch.equal(a, b)  # the target's gradients are never used
+    assert torch.equal(a, base(natural_model, x, y))  # white box when source = target
+    assert (a - x).abs().max() <= 0.1 + 1e-6 and a.min() >= 0 and a.max() <= 1
+    with pytest.raises(TypeError):
+        TransferAttack(natural_model, "pgd")

@@ -22,6 +22,15 @@ def test_published_sizes():
     assert count_parameters(build_model("madry_mnist")) == 3274634
     assert count_parameters(build_model("madry_mnist", width=2)) > 3 * 3274634
     assert count_parameters(build_model("mnist_small")) == 166406
+    assert count_parameters(build_model("mnist_small", width=1)) == 166406
+
+
+def test_mnist_small_width_scales_every_layer():
+    half, double = build_model("mnist_small", width=0.5), build_model("mnist_small", width=2)
+    assert [m.out_channels for m in half if isinstance(m, nn.Conv2d)] == [8, 16]
+    assert [m.out_channels for m in double if isinstance(m, nn.Conv2d)] == [32, 64]
+    assert double[-1].in_features == 200 and double(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    assert count_parameters(half) < 166406 < count_parameters(double)
 
 
 def test_normalize_inside_model():
@@ -37,5 +46,9 @@ def test_bad_model_arguments():
         build_model("resnet50")
     with pytest.raises(ValueError):
         build_model("madry_mnist", width=0)
+    with pytest.raises(ValueError):
+        build_model("mnist_small", width=0)
+    with pytest.raises(ValueError, match="no units"):
+        build_model("mnist_small", width=0.01)
     with pytest.raises(ValueError):
         build_model("toy_mlp", classes=1)

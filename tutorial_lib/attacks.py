@@ -200,6 +200,30 @@ class PGD(Attack):
         return best
 
 
+class TransferAttack(Attack):
+    """Black-box transfer attack: run ``attack`` on a ``source`` model and hand its adversarial
+    inputs to the attacked model, whose gradients are never used (Madry et al.'s "A'" when
+    ``source`` is an independently trained copy). The source must be in eval mode."""
+
+    def __init__(self, source: nn.Module, attack: Attack):
+        if not isinstance(attack, Attack):
+            raise TypeError(f"attack must be an Attack (e.g. PGD(0.3)), got {type(attack).__name__}")
+        super().__init__(attack.eps, attack.clip)
+        self.source, self.attack, self.norm = source, attack, attack.norm
+
+    def _perturb(self, model, x, y, target):
+        device = next(self.source.parameters()).device
+        x_adv = self.attack(self.source, x.to(device), y.to(device),
+                            None if target is None else target.to(device))
+        return x_adv.to(x.device)
+
+    def __repr__(self) -> str:
+        return f"TransferAttack(source={type(self.source).__name__}, attack={self.attack!r})"
+
+
+__all__ += ["TransferAttack"]
+
+
 def evaluate(model: nn.Module, data: Union[DataLoader, Tuple[torch.Tensor, torch.Tensor]],
              attacks: Optional[Mapping[str, Callable]] = None, batch_size: int = 500,
              progress: bool = True, device=None) -> Dict[str, float]:

@@ -37,12 +37,14 @@ class PGDTrainingLoss(_ScheduledEps):
     The inner max is PGD (``steps`` steps of ``alpha`` x eps / eps_max, random start), run with the
     model in eval mode; the outer loss is the cross-entropy at the PGD point (Danskin: its gradient
     is a gradient of the robust loss at the maximiser). ``clean_weight`` in [0, 1] mixes in the
-    clean loss (0 = the paper's objective). Returns (loss, logits on the adversarial batch).
+    clean loss (0 = the paper's objective). ``clip``: the input box (None: unbounded inputs).
+    Returns (loss, logits on the adversarial batch).
     """
 
     def __init__(self, eps: float = 0.3, alpha: float = 0.01, steps: int = 40, ramp_steps: int = 0,
-                 warmup_steps: int = 0, clean_weight: float = 0.0):
+                 warmup_steps: int = 0, clean_weight: float = 0.0, clip=(0.0, 1.0)):
         super().__init__(eps, ramp_steps, warmup_steps)
+        self.clip = clip
         if not 0 <= clean_weight <= 1:
             raise ValueError(f"clean_weight must be in [0, 1], got {clean_weight}")
         self.alpha, self.steps, self.clean_weight = float(alpha), int(steps), float(clean_weight)
@@ -51,7 +53,7 @@ class PGDTrainingLoss(_ScheduledEps):
         if self.eps > 0:
             alpha = self.alpha * self.eps / self.eps_max
             with eval_mode(model):
-                x_adv = PGD(self.eps, alpha=alpha, steps=self.steps, seed=None)(model, x, y)
+                x_adv = PGD(self.eps, alpha=alpha, steps=self.steps, seed=None, clip=self.clip)(model, x, y)
         else:
             x_adv = x
         logits = model(x_adv)
@@ -84,12 +86,14 @@ class TradesLoss(_ScheduledEps):
     """TRADES: CE(f(x), y) + beta * KL(f(x) || f(x')), x' = argmax of the KL in the eps-ball.
 
     ``beta`` trades natural accuracy (small beta) for robustness (large beta); beta = 0 is plain
-    cross-entropy. The KL is averaged over the batch. Returns (loss, clean logits).
+    cross-entropy. The KL is averaged over the batch; ``clip`` is the input box (None: unbounded).
+    Returns (loss, clean logits).
     """
 
     def __init__(self, beta: float = 6.0, eps: float = 0.3, alpha: float = 0.01, steps: int = 40,
-                 ramp_steps: int = 0, warmup_steps: int = 0):
+                 ramp_steps: int = 0, warmup_steps: int = 0, clip=(0.0, 1.0)):
         super().__init__(eps, ramp_steps, warmup_steps)
+        self.clip = clip
         if beta < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
         self.beta, self.alpha, self.steps = float(beta), float(alpha), int(steps)
@@ -100,7 +104,8 @@ class TradesLoss(_ScheduledEps):
         if self.beta == 0 or self.eps == 0:
             return natural, logits
         with eval_mode(model):
-            x_adv = trades_attack(model, x, self.eps, self.alpha * self.eps / self.eps_max, self.steps)
+            x_adv = trades_attack(model, x, self.eps, self.alpha * self.eps / self.eps_max, self.steps,
+                                  clip=self.clip)
         robust = F.kl_div(F.log_softmax(model(x_adv), dim=1), F.softmax(logits, dim=1),
                           reduction="batchmean")
         return natural + self.beta * robust, logits

@@ -40,14 +40,23 @@ class Normalize(nn.Module):
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
 
-def mnist_small() -> nn.Sequential:
-    """Wong & Kolter 2017, MNIST "small": conv16-4x4/2, conv32-4x4/2, fc100. Input (N, 1, 28, 28)."""
+def mnist_small(width: float = 1) -> nn.Sequential:
+    """Wong & Kolter 2017, MNIST "small": conv16-4x4/2, conv32-4x4/2, fc100. Input (N, 1, 28, 28).
+
+    ``width`` scales the channels and hidden units (16w, 32w, 100w, rounded; the capacity study
+    of notebook 02); ``width=1`` is the paper's network.
+    """
+    if not width > 0:
+        raise ValueError(f"width must be > 0, got {width!r}")
+    c1, c2, h = (int(round(c * width)) for c in (16, 32, 100))
+    if min(c1, c2, h) < 1:
+        raise ValueError(f"width {width} leaves a layer with no units (16w, 32w, 100w = {c1}, {c2}, {h})")
     return nn.Sequential(
-        nn.Conv2d(1, 16, 4, stride=2, padding=1), nn.ReLU(),
-        nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(1, c1, 4, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(c1, c2, 4, stride=2, padding=1), nn.ReLU(),
         nn.Flatten(),
-        nn.Linear(32 * 7 * 7, 100), nn.ReLU(),
-        nn.Linear(100, 10),
+        nn.Linear(c2 * 7 * 7, h), nn.ReLU(),
+        nn.Linear(h, 10),
     )
 
 
