@@ -112,3 +112,25 @@ def plot_loss_surface(a, b, losses, title: str = "loss around x", ax=None):
     ax.set_zlabel("loss")
     ax.set_title(title)
     return fig if fig is not None else ax.figure
+
+
+def plot_capacity(results: Dict[str, object], ax=None):
+    """Accuracy (clean, solid; PGD-40, dashed) vs width for each training method, from
+    :func:`tutorial_lib.capacity.capacity_sweep` results (log-scale width axis)."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 4))
+    rows = results["rows"]
+    for method, colour in (("natural", "tab:blue"), ("pgd", "tab:red")):
+        rs = sorted((r for r in rows if r["method"] == method), key=lambda r: r["width"])
+        if not rs:
+            continue
+        w = [r["width"] for r in rs]
+        ax.plot(w, [100 * r["clean"] for r in rs], "o-", color=colour, label=f"{method} training: clean")
+        ax.plot(w, [100 * r["PGD-40"] for r in rs], "s--", color=colour, label=f"{method} training: PGD-40")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("width multiplier")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"capacity (eps = {results['eps']}, {results['epochs']} epochs each)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return ax.figure
