@@ -124,7 +124,8 @@ def run_recipe(recipe: Union[str, Path, Dict[str, Any]], full: bool = False,
                   optimizer=optimizer, scheduler=scheduler, device=device,
                   amp=recipe.get("amp", False), max_steps=recipe.get("max_steps"),
                   state_path=state_path, progress=progress, on_step=getattr(loss_fn, "on_step", None))
-    seconds = time.perf_counter() - t0
+    # a resumed run's history holds the earlier epochs too: count the time of every epoch
+    seconds = max(time.perf_counter() - t0, sum(h.get("seconds", 0.0) for h in history))
     result: Dict[str, Any] = {"history": history}
     if not is_main_process():
         return result
