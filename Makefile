@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test env data bench bench-attacks bench-dual clean-env
+.PHONY: lab test env data bench bench-attacks bench-dual bench-training clean-env
 
 env: $(STAMP)
 
@@ -26,7 +26,7 @@ lab: data
 test: $(STAMP)
 	MPLBACKEND=Agg $(PY) -m pytest --nbval-lax tests notebooks
 
-bench: bench-attacks bench-dual
+bench: bench-attacks bench-dual bench-training
 
 bench-attacks: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
@@ -37,6 +37,9 @@ bench-dual: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) -m pip install --quiet --no-deps convex-adversarial==0.4.4
 	$(PY) benchmarks/dual_bounds.py
+
+bench-training: $(STAMP)
+	$(PY) benchmarks/training_speed.py
 
 clean-env:
 	rm -rf $(VENV)
