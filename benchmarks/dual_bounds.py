@@ -100,6 +100,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per configuration")
+    ap.add_argument("--lp-examples", type=int, default=5,
+                    help="also time interval / dual / LP / MILP per example on a small MLP (0: skip)")
     ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.threads:
@@ -108,6 +110,9 @@ def main() -> None:
     if a.child:
         impl, batch, grad, device, out = a.child
         child(impl, int(batch), grad == "1", a.reps, device, out)
+        return
+    if a.batches == "none":
+        lp_table(a.lp_examples)
         return
 
     import torch
@@ -149,6 +154,31 @@ def main() -> None:
                   f"{f(o, 'peak_bytes', '{:.0f}'):>9} | {f(c, 'seconds', '{:.3f}'):>8} "
                   f"{f(c, 'peak_bytes', '{:.0f}'):>9} | {speed:>7} {mem:>9} | {diff:>10}",
                   flush=True)
+    if a.lp_examples:
+        lp_table(a.lp_examples)
+
+
+def lp_table(n: int) -> None:
+    """Per-example seconds of interval / dual / LP / MILP on a seeded random MLP 784-32-32-10
+    (the LP and MILP do not scale to the CNN: about a minute per example there)."""
+    import torch
+    from tutorial_lib import bounds
+    from tutorial_lib.polytope import tiny_mnist_mlp
+    torch.manual_seed(0)
+    net = tiny_mnist_mlp(32).eval()
+    x = torch.rand(n, 1, 28, 28)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    eps = 0.005
+    print(f"\nper-example seconds, random MLP 784-32-32-10, eps = {eps}, {n} examples (one at a time)")
+    print(f"{'method':>9} | {'s / example':>11} | {'mean bound':>10}")
+    for name, fn in (("interval", bounds.interval_bounds), ("dual", bounds.dual_bounds),
+                     ("LP", bounds.lp_bounds), ("MILP", bounds.milp_bounds)):
+        t0, lows = time.perf_counter(), []
+        for i in range(n):
+            with torch.no_grad():
+                lows.append(fn(net, x[i:i + 1], y[i:i + 1], eps).lower.min().item())
+        print(f"{name:>9} | {(time.perf_counter() - t0) / n:11.4f} | {sum(lows) / n:10.4f}", flush=True)
 
 
 if __name__ == "__main__":
