@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from tutorial_lib.data import make_toy
 from tutorial_lib.tradeoff import draw_toy, plot_tradeoff, toy_errors, train_toy

@@ -116,7 +116,6 @@ def trades_explorer(dataset: str = "moons", n: int = 200, noise: float = 0.2, se
     """ipywidgets: beta and eps sliders; each change retrains the toy MLP with TRADES (about a
     second) and redraws its decision boundary and the errors on fresh test points."""
     import ipywidgets as W
-    from IPython.display import display
 
     x_test, y_test = make_toy(dataset, n=n, noise=noise, seed=seed + 1)
     beta = W.SelectionSlider(options=list(betas), value=1 if 1 in betas else betas[0],
