@@ -163,7 +163,7 @@ def lp_table(n: int) -> None:
     (the LP and MILP do not scale to the CNN: about a minute per example there)."""
     import torch
     from tutorial_lib import bounds
-    from tutorial_lib.polytope import tiny_mnist_mlp
+    from tutorial_lib.studies.polytope import tiny_mnist_mlp
     torch.manual_seed(0)
     net = tiny_mnist_mlp(32).eval()
     x = torch.rand(n, 1, 28, 28)

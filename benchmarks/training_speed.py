@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from tutorial_lib.bounds import RobustTrainingLoss
+from tutorial_lib.defenses import RobustTrainingLoss
 from tutorial_lib.data import load_dataset
 from tutorial_lib.defenses import PGDTrainingLoss, TradesLoss
 from tutorial_lib.models import build_model

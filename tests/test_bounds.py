@@ -474,7 +474,7 @@ def test_fold_transpose_gradients_match_conv_transpose():
 
 
 def test_robust_training_loss_follows_its_eps_schedule():
-    from tutorial_lib.bounds import RobustTrainingLoss
+    from tutorial_lib.defenses import RobustTrainingLoss
     from tutorial_lib.training import LOSSES
 
     assert LOSSES["robust"] is RobustTrainingLoss

@@ -1,6 +1,6 @@
 import pytest
 
-from tutorial_lib.capacity import capacity_recipe, capacity_sweep, load_capacity_results
+from tutorial_lib.studies.capacity import capacity_recipe, capacity_sweep, load_capacity_results
 
 
 def test_tiny_sweep_trains_every_width_and_method(shared_dir):

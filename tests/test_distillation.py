@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from tutorial_lib.attacks import JSMA, PGD, CarliniWagnerL2, MarginPGD
 from tutorial_lib.checkpoints import load_checkpoint, read_registry
 from tutorial_lib.data import test_subset
-from tutorial_lib.distillation import (
-    TEMPERATURES, attack_summary, common_correct, deployed_models, gradient_summary, load_study,
-    random_targets, soft_labels, student_name, teacher_name,
+from tutorial_lib.defenses.distillation import TEMPERATURES, soft_labels, student_name, teacher_name
+from tutorial_lib.studies.distillation_study import (
+    attack_summary, common_correct, deployed_models, gradient_summary, load_study, random_targets,
 )
 from tutorial_lib.train import load_recipe
 from tutorial_lib.training import LOSSES, accuracy
@@ -214,7 +214,7 @@ def test_temperature_explorer_function(study, attack_set):
     import matplotlib
 
     matplotlib.use("Agg")
-    from tutorial_lib.distillation_plots import show_temperature, temperature_records
+    from tutorial_lib.viz.distillation_plots import show_temperature, temperature_records
 
     x, y, target = attack_set
     students = {t: study["students"][t] for t in (1, 100)}

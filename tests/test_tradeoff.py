@@ -1,7 +1,7 @@
 import pytest
 
 from tutorial_lib.data import make_toy
-from tutorial_lib.tradeoff import draw_toy, plot_tradeoff, toy_errors, train_toy
+from tutorial_lib.studies.tradeoff import draw_toy, plot_tradeoff, toy_errors, train_toy
 
 
 @pytest.fixture(scope="module")

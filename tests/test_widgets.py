@@ -4,8 +4,8 @@ matplotlib.use("Agg")
 import pytest
 import torch
 
-from tutorial_lib.plots import loss_surface, show_images
-from tutorial_lib.widgets import ATTACKS, attack_example, draw_attack_example
+from tutorial_lib.viz.plots import loss_surface, show_images
+from tutorial_lib.viz.widgets import ATTACKS, attack_example, draw_attack_example
 
 
 @pytest.mark.parametrize("name", ATTACKS)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .models import build_model
-from .training import default_device
+from .runtime import default_device
 
 __all__ = ["CHECKPOINT_DIR", "REGISTRY", "ChecksumMismatchError", "CheckpointNotFoundError",
            "save_checkpoint", "register_checkpoint", "load_checkpoint", "read_registry", "sha256_file"]

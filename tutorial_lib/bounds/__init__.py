@@ -10,7 +10,8 @@ The default spec is the margins z_y - z_j for every j != y (m = K - 1, increasin
 * :func:`optimized_dual_bounds`  the same with the final lower slopes tuned by gradient steps
 * :func:`lp_bounds`              the triangle-relaxation LP solved exactly (cvxpy + HiGHS)
 * :func:`milp_bounds`            exact verification (MILP) with the worst-case inputs
-* :func:`robust_loss`, :func:`certified_error`   training loss and certified error
+* :func:`robust_loss`, :func:`certified_error`   robust loss and certified error
+  (the training loss built on it is :class:`tutorial_lib.defenses.RobustTrainingLoss`)
 * :func:`certified_accuracy_vs_eps`  certified accuracy over a range of radii
 * :func:`estimated_dual_bounds`  random-projection estimate (training only, not sound)
 
@@ -22,14 +23,13 @@ from .interval import interval_bounds
 from .layers import (LAYER_TYPES, DualConv2d, DualFlatten, DualLayer, DualLinear, DualNormalize,
                      DualReLU, UnsupportedLayerError)
 from .lp import SolverError, lp_bounds, milp_bounds
-from .robust import (RobustTrainingLoss, certified_accuracy_vs_eps, certified_error, margins_to_logits,
-                     robust_loss)
+from .robust import certified_accuracy_vs_eps, certified_error, margins_to_logits, robust_loss
 from .spec import BoundResult, margin_spec
 
 __all__ = [
     "BoundResult", "margin_spec", "interval_bounds", "dual_bounds", "optimized_dual_bounds",
     "estimated_dual_bounds", "lp_bounds", "milp_bounds", "robust_loss", "certified_error",
-    "margins_to_logits", "RobustTrainingLoss", "certified_accuracy_vs_eps", "SolverError",
+    "margins_to_logits", "certified_accuracy_vs_eps", "SolverError",
     "UnsupportedLayerError", "LAYER_TYPES", "DualLayer",
     "DualLinear", "DualConv2d", "DualNormalize", "DualFlatten", "DualReLU",
 ]

@@ -9,10 +9,8 @@ from torch import Tensor, nn
 
 from .dual import dual_bounds, estimated_dual_bounds, optimized_dual_bounds
 from .interval import interval_bounds
-from ..training import LOSSES, linear_ramp
 
-__all__ = ["robust_loss", "certified_error", "certified_accuracy_vs_eps", "margins_to_logits",
-           "RobustTrainingLoss"]
+__all__ = ["robust_loss", "certified_error", "certified_accuracy_vs_eps", "margins_to_logits"]
 
 
 def margins_to_logits(J: Tensor, y: Tensor) -> Tensor:
@@ -101,38 +99,3 @@ def certified_accuracy_vs_eps(model: nn.Module, x: Tensor, y: Tensor, eps_values
         alive = torch.cat(keep) if keep else alive[:0]
         out.append(len(alive) / x.shape[0])
     return out
-
-
-class RobustTrainingLoss:
-    """Loss for the training loop (``LOSSES["robust"]``): Wong & Kolter's robust loss at a
-    scheduled eps.
-
-    eps ramps linearly from ``start_eps`` to ``eps`` over ``ramp_steps`` optimisation steps
-    (after ``warmup_steps`` at ``start_eps``); ``proj`` = k Cauchy projections for the
-    intermediate bounds (Wong et al. 2018; None = exact, ~10x slower on the small CNN).
-    ``on_step(step)`` is called by the loop before every step, so the schedule survives a
-    resumed run. Returns (loss, clean logits), the logits only for the training accuracy.
-    """
-
-    def __init__(self, eps: float = 0.1, proj: Optional[int] = 50, ramp_steps: int = 0,
-                 start_eps: float = 0.0, warmup_steps: int = 0,
-                 clip: Optional[Tuple[float, float]] = (0.0, 1.0)):
-        if eps < 0 or start_eps < 0:
-            raise ValueError(f"eps and start_eps must be >= 0, got {eps} and {start_eps}")
-        if proj is not None and (int(proj) != proj or proj < 1):
-            raise ValueError(f"proj must be a positive integer or None, got {proj!r}")
-        self.eps_max, self.proj, self.clip = float(eps), proj, clip
-        self.schedule = linear_ramp(float(start_eps), float(eps), int(ramp_steps), int(warmup_steps))
-        self.eps = self.schedule(0)
-
-    def on_step(self, step: int) -> None:
-        self.eps = self.schedule(step)
-
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor):
-        loss, _ = robust_loss(model, x, y, self.eps, clip=self.clip, proj=self.proj)
-        with torch.no_grad():
-            logits = model(x)
-        return loss, logits
-
-
-LOSSES["robust"] = RobustTrainingLoss

@@ -22,11 +22,11 @@ from matplotlib.patches import Rectangle
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from .attacks import MarginPGD
-from .data import make_toy
-from .defenses import PGDTrainingLoss, TradesLoss
-from .models import toy_mlp
-from .training import cross_entropy_loss, fit, predict
+from ..attacks import MarginPGD
+from ..data import make_toy
+from ..defenses import PGDTrainingLoss, TradesLoss
+from ..models import toy_mlp
+from ..training import cross_entropy_loss, fit, predict
 
 __all__ = ["train_toy", "toy_errors", "draw_toy", "trades_explorer", "plot_tradeoff"]
 

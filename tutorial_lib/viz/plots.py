@@ -116,7 +116,7 @@ def plot_loss_surface(a, b, losses, title: str = "loss around x", ax=None):
 
 def plot_capacity(results: Dict[str, object], ax=None):
     """Accuracy (clean, solid; PGD-40, dashed) vs width for each training method, from
-    :func:`tutorial_lib.capacity.capacity_sweep` results (log-scale width axis)."""
+    :func:`tutorial_lib.studies.capacity.capacity_sweep` results (log-scale width axis)."""
     if ax is None:
         fig, ax = plt.subplots(figsize=(6, 4))
     rows = results["rows"]

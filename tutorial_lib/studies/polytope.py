@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from . import bounds
-from .attacks import PGD, margin
+from .. import bounds
+from ..attacks import PGD, margin
 
 __all__ = ["relu_relaxation_figure", "directions", "true_image", "outer_polytope", "halfplane_vertices",
            "interval_box", "polytope_example", "draw_polytope_example", "polytope_explorer",
@@ -256,9 +256,9 @@ def polytope_explorer(model: nn.Module, x0, eps_max: float = 0.5, n_dirs: int = 
 def train_toy_net(hidden: Sequence[int] = (16, 16), dataset: str = "moons", n: int = 400,
                   epochs: int = 30, seed: int = 0) -> nn.Sequential:
     """A toy_mlp (2 inputs, 2 logits) trained in about a second on a 2-D toy set, seeded."""
-    from .data import make_toy
-    from .models import toy_mlp
-    from .training import fit
+    from ..data import make_toy
+    from ..models import toy_mlp
+    from ..training import fit
     torch.manual_seed(seed)
     x, y = make_toy(dataset, n=n, seed=seed)
     model = toy_mlp(2, hidden, 2)
@@ -280,8 +280,8 @@ def train_tiny_mnist(n_train: int = 10000, epochs: int = 1, hidden: int = 32, se
                      data_dir=None) -> nn.Sequential:
     """:func:`tiny_mnist_mlp` trained (Adam, batch 64, CPU) on the first n_train MNIST training
     images; a few seconds. Seeded: the same weights run to run."""
-    from .data import get_loaders
-    from .training import fit
+    from ..data import get_loaders
+    from ..training import fit
     torch.manual_seed(seed)
     train_loader, _ = get_loaders("mnist", batch_size=64, train_subset=n_train, test_subset=1,
                                   data_dir=data_dir, seed=seed)

@@ -1,7 +1,7 @@
 """The capacity study of Madry et al. 2018 (their Fig. 4): train the same network at several
 widths, naturally and with PGD, and measure accuracy clean and under PGD-40.
 
-    python -m tutorial_lib.capacity --widths 0.25 0.5 1 2 --epochs 3 --out data/results/capacity.json
+    python -m tutorial_lib.studies.capacity --widths 0.25 0.5 1 2 --epochs 3 --out data/results/capacity.json
 
 The shipped ``data/results/capacity.json`` was produced by that command on the project's CPU
 (the file records the recipe, the widths and the seconds each run took). Notebook 02 plots it.
@@ -14,11 +14,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
-from .attacks import PGD, evaluate
-from .checkpoints import load_checkpoint
-from .data import REPO_ROOT, test_subset
-from .models import build_model
-from .train import run_recipe
+from ..attacks import PGD, evaluate
+from ..checkpoints import load_checkpoint
+from ..data import REPO_ROOT, test_subset
+from ..models import build_model
+from ..training.recipes import run_recipe
 
 __all__ = ["capacity_recipe", "capacity_sweep", "load_capacity_results", "RESULTS_PATH"]
 
@@ -83,12 +83,12 @@ def load_capacity_results(path=RESULTS_PATH) -> Dict[str, Any]:
     """The shipped results of :func:`capacity_sweep` (see the module docstring for the command)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; produce it with `python -m tutorial_lib.capacity`")
+        raise FileNotFoundError(f"{path} is missing; produce it with `python -m tutorial_lib.studies.capacity`")
     return json.loads(path.read_text())
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m tutorial_lib.capacity", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m tutorial_lib.studies.capacity", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--widths", type=float, nargs="+", default=[0.25, 0.5, 1, 2])
     p.add_argument("--epochs", type=int, default=3)

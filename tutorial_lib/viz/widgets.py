@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from .attacks import FGSM, PGD
+from ..attacks import FGSM, PGD
 
 __all__ = ["ATTACKS", "make_attack", "attack_example", "draw_attack_example", "attack_explorer"]
 

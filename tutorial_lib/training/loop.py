@@ -1,91 +1,34 @@
-"""One training loop for every method in the collection.
+"""The one training loop for every method in the collection.
 
 A *loss* is any function ``loss_fn(model, x, y)`` returning a scalar loss, or a pair
 ``(loss, logits)`` so the loop can report training accuracy without a second forward pass.
-Natural training, adversarial training, TRADES and certified training differ only there.
+Natural training, adversarial training, TRADES and certified training differ only there
+(:data:`tutorial_lib.training.LOSSES`).
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import random
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
+
+from ..runtime import accuracy, default_device, is_distributed, is_main_process, set_seed
+from .losses import cross_entropy_loss
 
 try:
     from tqdm.auto import tqdm
 except ImportError:  # pragma: no cover - tqdm is a declared dependency
     tqdm = None
 
-__all__ = ["default_device", "set_seed", "cross_entropy_loss", "fit", "accuracy", "predict",
-           "eval_mode", "LOSSES", "linear_ramp", "is_distributed", "is_main_process"]
+__all__ = ["fit", "LossFn"]
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor],
                   Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]]
-
-
-def default_device(device: Optional[Union[str, torch.device]] = None) -> torch.device:
-    """``device`` if given, else ``cuda`` when available, else ``cpu``."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def set_seed(seed: int) -> None:
-    """Seed Python, and torch on every device."""
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    """Temporarily put ``model`` in eval mode (e.g. to run an attack inside a training step)."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-    """Natural training: mean cross-entropy of the logits. Returns (loss, logits)."""
-    logits = model(x)
-    return F.cross_entropy(logits, y), logits
-
-
-LOSSES: Dict[str, Callable[..., LossFn]] = {"natural": lambda: cross_entropy_loss}
-
-
-def linear_ramp(start: float, end: float, ramp_steps: int, warmup_steps: int = 0) -> Callable[[int], float]:
-    """A schedule ``f(step)``: ``start`` for ``warmup_steps``, then linear to ``end`` over
-    ``ramp_steps`` steps, then ``end`` (the eps schedule of adversarial/certified training)."""
-    if ramp_steps < 0 or warmup_steps < 0:
-        raise ValueError("ramp_steps and warmup_steps must be >= 0")
-
-    def schedule(step: int) -> float:
-        if step < warmup_steps:
-            return start
-        if ramp_steps == 0 or step >= warmup_steps + ramp_steps:
-            return end
-        return start + (end - start) * (step - warmup_steps) / ramp_steps
-
-    return schedule
-
-
-def is_distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def is_main_process() -> bool:
-    return not is_distributed() or torch.distributed.get_rank() == 0
 
 
 def _all_reduce_sum(values: List[float], device: torch.device) -> List[float]:
@@ -94,32 +37,6 @@ def _all_reduce_sum(values: List[float], device: torch.device) -> List[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     torch.distributed.all_reduce(t)
     return t.tolist()
-
-
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Predicted classes (N,) for inputs x, in batches, on the model's device."""
-    device = next(model.parameters()).device
-    with eval_mode(model):
-        return torch.cat([model(x[i:i + batch_size].to(device)).argmax(1).cpu()
-                          for i in range(0, len(x), batch_size)])
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, data: Union[DataLoader, Tuple[torch.Tensor, torch.Tensor]],
-             device: Optional[Union[str, torch.device]] = None) -> float:
-    """Clean accuracy in [0, 1] on a loader or an (x, y) pair, in eval mode (on this process's
-    data only: under DDP every rank evaluates the full, unsharded test set)."""
-    device = default_device(device) if device is not None else next(model.parameters()).device
-    batches = [data] if isinstance(data, (tuple, list)) else data
-    correct = total = 0
-    with eval_mode(model):
-        for x, y in batches:
-            for i in range(0, len(x), 1000):
-                xb, yb = x[i:i + 1000].to(device), y[i:i + 1000].to(device)
-                correct += (model(xb).argmax(1) == yb).sum().item()
-                total += len(yb)
-    return correct / max(total, 1)
 
 
 def _save_state(path: Path, model, optimizer, scheduler, scaler, epoch, history, step) -> None:

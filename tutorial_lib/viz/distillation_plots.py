@@ -12,8 +12,9 @@ from typing import Dict, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from .distillation import PAPER, input_gradient_norm, softmax_at
-from .training import eval_mode
+from ..defenses.distillation import PAPER, softmax_at
+from ..studies.distillation_study import input_gradient_norm
+from ..runtime import eval_mode
 
 __all__ = ["plot_soft_labels", "plot_gradient_magnitudes", "plot_study", "temperature_records",
            "show_temperature", "temperature_widget"]

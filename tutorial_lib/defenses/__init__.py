@@ -1,0 +1,20 @@
+"""Defences as losses for the one training loop (:func:`tutorial_lib.training.fit`).
+
+* :mod:`.adversarial`  PGD adversarial training (Madry et al. 2018): :class:`PGDTrainingLoss`
+* :mod:`.trades`       TRADES (Zhang et al. 2019): :class:`TradesLoss`, :func:`trades_attack`
+* :mod:`.certified`    Wong & Kolter's robust loss: :class:`RobustTrainingLoss`
+* :mod:`.distillation` defensive distillation (Papernot et al. 2016): temperature and
+  distillation losses, soft labels
+* :mod:`.schedule`     the eps ramp every scheduled loss shares
+
+Every loss is ``loss(model, x, y) -> (loss, logits)``; the recipes name them through
+:data:`tutorial_lib.training.LOSSES`.
+"""
+from .adversarial import PGDTrainingLoss
+from .certified import RobustTrainingLoss
+from .distillation import distillation_loss, soft_labels, softmax_at, temperature_loss
+from .schedule import ScheduledEps, linear_ramp
+from .trades import TradesLoss, trades_attack
+
+__all__ = ["PGDTrainingLoss", "TradesLoss", "trades_attack", "RobustTrainingLoss", "temperature_loss",
+           "distillation_loss", "soft_labels", "softmax_at", "ScheduledEps", "linear_ramp"]
