@@ -1,18 +1,21 @@
 import json
 import math
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import (BatchSampler, DataLoader, DistributedSampler, RandomSampler,
+                              TensorDataset)
 
 from tutorial_lib.checkpoints import load_checkpoint, read_registry
 from tutorial_lib.data import get_loaders
 from tutorial_lib.models import build_model
 from tutorial_lib.training import accuracy, fit, linear_ramp
+from tutorial_lib.training.loop import capture_rng_state, restore_rng_state
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,6 +53,88 @@ def test_resume_from_saved_state(tmp_path):
     hist = fit(b, _toy_loader(), epochs=4, device="cpu", state_path=state, progress=False)
     assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
     assert torch.load(state, weights_only=True)["epoch"] == 4
+
+
+def _resume_loader(kind: str) -> DataLoader:
+    """A small shuffled loader; ``kind`` picks where its order comes from."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(96, 2, generator=g)
+    ds = TensorDataset(x, (x[:, 0] + 0.3 * x[:, 1] > 0).long())
+    if kind == "generator":  # what get_loaders and run_recipe build
+        return DataLoader(ds, batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(7))
+    if kind == "global":  # no generator: RandomSampler draws its seed from the global torch RNG
+        return DataLoader(ds, batch_size=16, shuffle=True)
+    if kind == "batch_sampler":  # a sampler generator distinct from the loader's
+        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(8))
+        return DataLoader(ds, batch_sampler=BatchSampler(sampler, 16, drop_last=False),
+                          generator=torch.Generator().manual_seed(9))
+    assert kind == "distributed"  # reshuffled by set_epoch, no generator to save
+    return DataLoader(ds, batch_size=16, sampler=DistributedSampler(ds, num_replicas=2, rank=0, seed=3))
+
+
+def _noisy_loss(model, x, y):
+    """Cross-entropy on inputs with noise from the global torch RNG, scaled by Python's random."""
+    logits = model(x + (0.1 + 0.2 * random.random()) * torch.randn_like(x))
+    return torch.nn.functional.cross_entropy(logits, y), logits
+
+
+def _resume_run(kind, epochs, state_path=None):
+    torch.manual_seed(123)
+    model = build_model("toy_mlp")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=5, gamma=0.5)
+    fit(model, _resume_loader(kind), epochs=epochs, loss_fn=_noisy_loss, optimizer=optimizer,
+        scheduler=scheduler, scheduler_step="batch", device="cpu", seed=0,
+        state_path=state_path, progress=False)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["generator", "global", "batch_sampler", "distributed"])
+def test_resumed_run_is_bit_identical_to_uninterrupted(tmp_path, kind):
+    """Interrupt after epoch 1, resume with a fresh model, optimizer and loader (same seeds):
+    the same batches, the same noise, the same weights, bit for bit."""
+    straight = _resume_run(kind, epochs=3)
+    state = tmp_path / "state.pt"
+    _resume_run(kind, epochs=1, state_path=state)
+    resumed = _resume_run(kind, epochs=3, state_path=state)
+    a, b = straight.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), kind
+    assert torch.load(state, weights_only=True)["epoch"] == 3
+
+
+def test_training_state_is_weights_only_and_holds_every_rng(tmp_path):
+    state_path = tmp_path / "state.pt"
+    loader = _resume_loader("generator")
+    model = build_model("toy_mlp")
+    fit(model, loader, epochs=1, loss_fn=_noisy_loss, device="cpu", seed=0, state_path=state_path,
+        progress=False)
+    python_state, torch_state = random.getstate(), torch.get_rng_state()
+    generator_state = loader.generator.get_state()
+    state = torch.load(state_path, weights_only=True)
+    assert state["epoch"] == 1 and state["cuda_rng"] is None
+    assert torch.equal(state["torch_rng"], torch_state)
+    assert len(state["loader_rng"]) == 1 and state["loader_rng"][0].dtype == torch.uint8
+    assert torch.equal(state["loader_rng"][0], generator_state)
+    # restore into other states, then check everything came back
+    random.seed(99)
+    torch.manual_seed(99)
+    loader.generator.manual_seed(99)
+    restore_rng_state(state, loader, "cpu")
+    assert random.getstate() == python_state
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    assert torch.equal(loader.generator.get_state(), generator_state)
+
+
+def test_restore_rng_state_accepts_old_state_files_and_other_loaders():
+    old = {"torch_rng": torch.get_rng_state()}  # what the loop saved before loader RNGs
+    with pytest.warns(UserWarning, match="no loader RNG"):
+        restore_rng_state(old, _resume_loader("generator"))
+    restore_rng_state(old, _resume_loader("distributed"))  # nothing to restore, no warning
+    two = capture_rng_state(_resume_loader("batch_sampler"))
+    assert len(two["loader_rng"]) == 2
+    with pytest.warns(UserWarning, match="not restored"):
+        restore_rng_state(two, _resume_loader("generator"))
 
 
 def test_loss_without_logits_and_bad_args():
