@@ -1,13 +1,15 @@
 # Two commands do everything on a fresh machine:
 #   make lab    create .venv if missing, install, prepare the data, open JupyterLab on notebooks/
 #   make test   create .venv if missing, install, run pytest and nbval over every notebook
+# Also: make lint (ruff check, configured in pyproject.toml), make bench-attacks / bench-dual /
+# bench-training (benchmarks/, each against a named baseline in the same run).
 # Offline machines: export ROBUSTNESS_DATA_DIR=/path/to/dir/with/MNIST/raw/*.gz first.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test env data bench bench-attacks bench-dual bench-training clean-env
+.PHONY: lab test lint env data bench bench-attacks bench-dual bench-training clean-env
 
 env: $(STAMP)
 
@@ -25,6 +27,9 @@ lab: data
 
 test: $(STAMP)
 	MPLBACKEND=Agg $(PY) -m pytest --nbval-lax tests notebooks
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check tutorial_lib tests benchmarks
 
 bench: bench-attacks bench-dual bench-training
 

@@ -1,18 +1,29 @@
+import inspect
 import os
 
 import pytest
 import torch
 
-from tutorial_lib.data import DATA_DIR_ENV
+from tutorial_lib import data as D
+
+pytest_plugins = ["pytester"]
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def pytest_pycollect_makeitem(collector, name, obj):
+    """Collect only the test functions a test module defines: a library function whose name
+    starts with ``test`` (``data.test_subset``) imported into a test module is not a test."""
+    if inspect.isfunction(obj) and isinstance(collector, pytest.Module) \
+            and obj.__module__ != collector.obj.__name__:
+        return []
+    return None
 
 
 @pytest.fixture(scope="session")
 def mnist_test():
     """First 1000 MNIST test images (needs the data: $ROBUSTNESS_DATA_DIR or the cache)."""
-    from tutorial_lib.data import test_subset
-    return test_subset("mnist", 1000)
+    return D.test_subset("mnist", 1000)
 
 
 @pytest.fixture(scope="session")
@@ -26,9 +37,8 @@ def natural_model():
 def shared_dir():
     """A directory holding the MNIST .gz files: $ROBUSTNESS_DATA_DIR, else the project cache
     (filled by a first download)."""
-    from tutorial_lib.data import cache_dir, load_dataset
-    d = os.environ.get(DATA_DIR_ENV)
+    d = os.environ.get(D.DATA_DIR_ENV)
     if d:
         return d
-    load_dataset("mnist", "test")  # downloads into the cache if needed
-    return str(cache_dir())
+    D.load_dataset("mnist", "test")  # downloads into the cache if needed
+    return str(D.cache_dir())

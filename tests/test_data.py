@@ -132,8 +132,31 @@ def test_subsets_and_loaders_are_deterministic(shared_dir):
     a, _ = D.get_loaders("mnist", 32, train_subset=256, data_dir=shared_dir, seed=3)
     b, _ = D.get_loaders("mnist", 32, train_subset=256, data_dir=shared_dir, seed=3)
     assert torch.equal(next(iter(a))[1], next(iter(b))[1])
-    with pytest.raises(ValueError):
-        D.test_subset("mnist", 0, data_dir=shared_dir)
+
+
+@pytest.mark.parametrize("n", [0, -5, 2.5, True, "100"])
+def test_subset_refuses_a_size_that_is_not_a_positive_int(shared_dir, n):
+    with pytest.raises(ValueError, match="positive int"):
+        D.test_subset("mnist", n, data_dir=shared_dir)
+
+
+def test_subset_larger_than_the_split_names_the_available_size(shared_dir):
+    assert len(D.test_subset("mnist", 10000, data_dir=shared_dir)[0]) == 10000  # the whole split is fine
+    with pytest.raises(ValueError, match=r"20000 .*mnist test split has only 10000"):
+        D.test_subset("mnist", 20000, data_dir=shared_dir)
+    with pytest.raises(ValueError, match=r"train split has only 60000"):
+        D.get_loaders("mnist", 32, train_subset=60001, data_dir=shared_dir)
+    with pytest.raises(ValueError, match=r"test split has only 10000"):
+        D.get_loaders("mnist", 32, test_subset=10001, data_dir=shared_dir)
+
+
+def test_library_function_named_test_subset_is_not_collected(pytester):
+    """A library function named test_* imported into a test module is not run as a test."""
+    pytester.makeconftest(open(__file__.replace("test_data.py", "conftest.py")).read())
+    pytester.makepyfile(test_imports="from tutorial_lib.data import test_subset\n\n"
+                                     "def test_real():\n    pass\n")
+    result = pytester.runpytest("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
 
 
 @pytest.mark.parametrize("name", ["moons", "circles", "blobs", "spiral"])

@@ -47,3 +47,39 @@ def test_show_images_grid(mnist_test):
     x, y = mnist_test
     fig = show_images(x[:12], y[:12], pred=y[:12], ncols=6)
     assert len(fig.axes) == 12
+
+
+class FiveClasses(torch.nn.Module):
+    """A fixed linear model on MNIST-sized inputs with 5 logits (not 10)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 5))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_attack_example_takes_the_class_count_from_the_model(mnist_test, name):
+    x, _ = mnist_test
+    model = FiveClasses().eval()
+    y = torch.tensor([4])  # the last of 5 classes: "next class" must wrap to 0, not 5
+    r = attack_example(model, x[:1], y, 0.1, name)
+    assert 0 <= r["clean_pred"] < 5 and 0 <= r["adv_pred"] < 5
+    assert r["target"] == (0 if "targeted" in name else None)
+    fig = draw_attack_example(r, class_names=["a", "b", "c", "d", "e"])
+    assert len(fig.axes) == 3
+
+
+@pytest.mark.parametrize("module", ["plots", "widgets"])
+def test_every_public_function_is_exported(module):
+    import importlib
+    import inspect
+
+    mod = importlib.import_module(f"tutorial_lib.viz.{module}")
+    public = {n for n, obj in vars(mod).items()
+              if not n.startswith("_") and inspect.isfunction(obj) and obj.__module__ == mod.__name__}
+    assert public <= set(mod.__all__), sorted(public - set(mod.__all__))
+    assert all(hasattr(mod, n) for n in mod.__all__)

@@ -3,12 +3,24 @@
 Every model takes raw pixels in [0, 1] with shape (N, C, H, W) (or (N, 2) for the
 2-D toys) and returns logits of shape (N, classes). Normalisation, where a paper
 uses it, is the first layer (:class:`Normalize`) so attacks and bounds see raw pixels.
-Only Linear, Conv2d, ReLU, Flatten, MaxPool2d, Dropout and Normalize appear, so
-bound code can walk the layers in order.
+The models use only Linear, Conv2d, ReLU, Flatten, MaxPool2d, Dropout and Normalize.
+
+Which models the bounds accept: :mod:`tutorial_lib.bounds` handles the layer types in its table
+``bounds.LAYER_TYPES`` (at present Linear, Conv2d, ReLU, Flatten and Normalize) and raises
+``UnsupportedLayerError`` on any other layer, MaxPool2d and Dropout included. So
+:func:`mnist_small`, :func:`mnist_large`, :func:`cifar_small`, :func:`cifar_large` and
+:func:`toy_mlp` can be certified; :func:`madry_mnist`, :func:`trades_smallcnn` and
+:func:`papernot_mnist` (max pooling, dropout) can be attacked and trained but not certified.
+
+Width multipliers (:func:`mnist_small`, :func:`madry_mnist`): a float ``width > 0`` scales every
+hidden layer's channels or units; each size is ``round(base * width)`` (Python's ``round``, so
+an exact half goes to the even integer), and a width that rounds a layer to 0 is a ValueError.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Sequence
+import math
+import numbers
+from typing import Any, Callable, Dict, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -26,7 +38,7 @@ CIFAR_STD = (0.2470, 0.2435, 0.2616)
 class Normalize(nn.Module):
     """(x - mean) / std per channel; an affine map, so bounds pass through it exactly."""
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         if any(s <= 0 for s in std):
             raise ValueError(f"std must be positive, got {tuple(std)}")
@@ -40,17 +52,26 @@ class Normalize(nn.Module):
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
 
+def _scaled(model: str, width: float, base: Sequence[int]) -> Tuple[int, ...]:
+    """Layer sizes ``round(b * width)`` for each base size, with one validation for every model."""
+    if isinstance(width, bool) or not isinstance(width, numbers.Real):
+        raise ValueError(f"{model}: width must be a number > 0, got {width!r}")
+    if not (width > 0 and math.isfinite(width)):
+        raise ValueError(f"{model}: width must be a finite number > 0, got {width!r}")
+    sizes = tuple(int(round(b * width)) for b in base)
+    if min(sizes) < 1:
+        named = ", ".join(f"{b}w = {n}" for b, n in zip(base, sizes))
+        raise ValueError(f"{model}: width {width!r} leaves a layer with no units ({named})")
+    return sizes
+
+
 def mnist_small(width: float = 1) -> nn.Sequential:
     """Wong & Kolter 2017, MNIST "small": conv16-4x4/2, conv32-4x4/2, fc100. Input (N, 1, 28, 28).
 
-    ``width`` scales the channels and hidden units (16w, 32w, 100w, rounded; the capacity study
-    of notebook 02); ``width=1`` is the paper's network.
+    ``width`` (a float > 0) scales the channels and hidden units (16w, 32w, 100w, rounded; the
+    capacity study of notebook 02 uses 0.25, 0.5, 1 and 2); ``width=1`` is the paper's network.
     """
-    if not width > 0:
-        raise ValueError(f"width must be > 0, got {width!r}")
-    c1, c2, h = (int(round(c * width)) for c in (16, 32, 100))
-    if min(c1, c2, h) < 1:
-        raise ValueError(f"width {width} leaves a layer with no units (16w, 32w, 100w = {c1}, {c2}, {h})")
+    c1, c2, h = _scaled("mnist_small", width, (16, 32, 100))
     return nn.Sequential(
         nn.Conv2d(1, c1, 4, stride=2, padding=1), nn.ReLU(),
         nn.Conv2d(c1, c2, 4, stride=2, padding=1), nn.ReLU(),
@@ -101,15 +122,14 @@ def cifar_large() -> nn.Sequential:
     )
 
 
-def madry_mnist(width: int = 1) -> nn.Sequential:
+def madry_mnist(width: float = 1) -> nn.Sequential:
     """Madry et al. 2018 (mnist_challenge): conv32-5x5, maxpool, conv64-5x5, maxpool, fc1024.
 
-    ``width`` multiplies the channels and hidden units (the paper's capacity study
-    scales the same network); ``width=1`` is the published model.
+    ``width`` (a float > 0, the same rule as :func:`mnist_small`) scales the channels and hidden
+    units (32w, 64w, 1024w, rounded; the paper's capacity study scales the same network);
+    ``width=1`` is the published model.
     """
-    if int(width) != width or width < 1:
-        raise ValueError(f"width must be a positive integer, got {width!r}")
-    c1, c2, h = 32 * width, 64 * width, 1024 * width
+    c1, c2, h = _scaled("madry_mnist", width, (32, 64, 1024))
     return nn.Sequential(
         nn.Conv2d(1, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
@@ -119,8 +139,10 @@ def madry_mnist(width: int = 1) -> nn.Sequential:
     )
 
 
-def trades_smallcnn(dropout: float = 0.5) -> nn.Sequential:
-    """Zhang et al. 2019 (TRADES) SmallCNN for MNIST: 4 conv3x3 (32,32,64,64), 2 maxpools, fc200, fc200."""
+def _conv4_pool2_fc200(dropout: float) -> nn.Sequential:
+    """Papernot et al. 2016's MNIST network, reused by Carlini & Wagner 2017 and as TRADES's SmallCNN
+    (Zhang et al. 2019): conv32-3x3, conv32-3x3, maxpool, conv64-3x3, conv64-3x3, maxpool, fc200,
+    dropout, fc200, fc10. Input (N, 1, 28, 28). Layer order fixes the weights drawn for a seed."""
     return nn.Sequential(
         nn.Conv2d(1, 32, 3), nn.ReLU(),
         nn.Conv2d(32, 32, 3), nn.ReLU(),
@@ -134,23 +156,22 @@ def trades_smallcnn(dropout: float = 0.5) -> nn.Sequential:
         nn.Linear(200, 200), nn.ReLU(),
         nn.Linear(200, 10),
     )
+
+
+def trades_smallcnn(dropout: float = 0.5) -> nn.Sequential:
+    """Zhang et al. 2019 (TRADES) SmallCNN for MNIST: 4 conv3x3 (32,32,64,64), 2 maxpools, fc200, fc200.
+
+    The same network as :func:`papernot_mnist` (one builder, so the same seed gives the same weights).
+    """
+    return _conv4_pool2_fc200(dropout)
 
 
 def papernot_mnist(dropout: float = 0.5) -> nn.Sequential:
-    """Papernot et al. 2016 distillation MNIST net: conv32x2, pool, conv64x2, pool, fc200, fc200."""
-    return nn.Sequential(
-        nn.Conv2d(1, 32, 3), nn.ReLU(),
-        nn.Conv2d(32, 32, 3), nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3), nn.ReLU(),
-        nn.Conv2d(64, 64, 3), nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(64 * 4 * 4, 200), nn.ReLU(),
-        nn.Dropout(dropout),
-        nn.Linear(200, 200), nn.ReLU(),
-        nn.Linear(200, 10),
-    )
+    """Papernot et al. 2016 distillation MNIST net: conv32x2, pool, conv64x2, pool, fc200, fc200.
+
+    The same network as :func:`trades_smallcnn` (one builder, so the same seed gives the same weights).
+    """
+    return _conv4_pool2_fc200(dropout)
 
 
 def toy_mlp(in_dim: int = 2, hidden: Sequence[int] = (32, 32), classes: int = 2) -> nn.Sequential:
@@ -177,7 +198,7 @@ MODELS: Dict[str, Callable[..., nn.Sequential]] = {
 }
 
 
-def build_model(name: str, **kwargs) -> nn.Sequential:
+def build_model(name: str, **kwargs: Any) -> nn.Sequential:
     """Build a model by name (a key of :data:`MODELS`) with optional keyword arguments."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")

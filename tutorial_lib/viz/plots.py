@@ -1,23 +1,27 @@
 """Figures used across the notebooks: each is one short function returning the figure."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from torch import nn
 
-__all__ = ["show_images", "plot_history", "plot_accuracy_vs_eps", "loss_surface", "plot_loss_surface"]
+__all__ = ["show_images", "plot_history", "plot_accuracy_vs_eps", "loss_surface", "plot_loss_surface",
+           "plot_capacity"]
 
 
-def _as_image(x: torch.Tensor):
+def _as_image(x: torch.Tensor) -> np.ndarray:
     x = x.detach().cpu()
     return x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
 
 
 def show_images(x: torch.Tensor, y: Optional[torch.Tensor] = None, pred: Optional[torch.Tensor] = None,
-                ncols: int = 10, class_names: Optional[Sequence[str]] = None, scale: float = 1.2):
+                ncols: int = 10, class_names: Optional[Sequence[str]] = None, scale: float = 1.2) -> Figure:
     """A grid of images x (N, C, H, W) in [0, 1], titled with labels and predictions (red if wrong)."""
     n = len(x)
     nrows = max(1, (n + ncols - 1) // ncols)
@@ -40,7 +44,8 @@ def show_images(x: torch.Tensor, y: Optional[torch.Tensor] = None, pred: Optiona
     return fig
 
 
-def plot_history(history: List[Dict[str, float]], keys: Sequence[str] = ("loss", "train_acc", "test_acc")):
+def plot_history(history: List[Dict[str, float]],
+                 keys: Sequence[str] = ("loss", "train_acc", "test_acc")) -> Figure:
     """Per-epoch curves of a training history (as returned by ``training.fit``)."""
     keys = [k for k in keys if k in history[0]]
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
@@ -55,7 +60,8 @@ def plot_history(history: List[Dict[str, float]], keys: Sequence[str] = ("loss",
 
 
 def plot_accuracy_vs_eps(eps_values: Sequence[float], curves: Dict[str, Sequence[float]],
-                         title: str = "accuracy under attack", xlabel: str = r"$\epsilon$ ($\ell_\infty$)"):
+                         title: str = "accuracy under attack",
+                         xlabel: str = r"$\epsilon$ ($\ell_\infty$)") -> Figure:
     """Accuracy (in [0, 1]) against eps, one line per named curve."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for name, acc in curves.items():
@@ -71,7 +77,7 @@ def plot_accuracy_vs_eps(eps_values: Sequence[float], curves: Dict[str, Sequence
 
 
 def loss_surface(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n: int = 21,
-                 seed: int = 0, clip: bool = True):
+                 seed: int = 0, clip: bool = True) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Cross-entropy around one input along two l-inf directions.
 
     x (1, C, H, W), y (1,). Direction 1 is sign(grad_x loss) (the FGSM direction), direction 2 a
@@ -99,7 +105,8 @@ def loss_surface(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
     return steps.cpu(), steps.cpu(), losses.cpu()
 
 
-def plot_loss_surface(a, b, losses, title: str = "loss around x", ax=None):
+def plot_loss_surface(a: torch.Tensor, b: torch.Tensor, losses: torch.Tensor, title: str = "loss around x",
+                      ax: Optional[Axes] = None) -> Figure:
     """3-D surface of ``losses[i, j]`` over (a[i], b[j]) from :func:`loss_surface`."""
     fig = None
     if ax is None:
@@ -114,7 +121,7 @@ def plot_loss_surface(a, b, losses, title: str = "loss around x", ax=None):
     return fig if fig is not None else ax.figure
 
 
-def plot_capacity(results: Dict[str, object], ax=None):
+def plot_capacity(results: Dict[str, Any], ax: Optional[Axes] = None) -> Figure:
     """Accuracy (clean, solid; PGD-40, dashed) vs width for each training method, from
     :func:`tutorial_lib.studies.capacity.capacity_sweep` results (log-scale width axis)."""
     if ax is None:

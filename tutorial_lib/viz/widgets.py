@@ -2,20 +2,24 @@
 here (``attack_example``) that tests call directly; the ipywidgets layer only wires controls."""
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, Optional, Sequence
 
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 
-from ..attacks import FGSM, PGD
+from ..attacks import FGSM, PGD, Attack
+
+if TYPE_CHECKING:  # only for the annotation; ipywidgets is imported when a widget is built
+    import ipywidgets
 
 __all__ = ["ATTACKS", "make_attack", "attack_example", "draw_attack_example", "attack_explorer"]
 
 ATTACKS = ("FGSM", "PGD-40", "PGD-40 targeted (next class)", "PGD-40 l2")
 
 
-def make_attack(name: str, eps: float):
+def make_attack(name: str, eps: float) -> Attack:
     """The explorer's attacks by name (l2 uses ``eps`` x 10 as its l2 radius, see the notebook)."""
     if name == "FGSM":
         return FGSM(eps)
@@ -32,16 +36,20 @@ def attack_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
 
     Returns a dict: ``x``, ``x_adv``, ``delta`` (x_adv - x), ``clean_pred``, ``adv_pred``,
     ``clean_conf``/``adv_conf`` (softmax probability of the predicted class), ``target``
-    (or None), ``linf`` and ``l2`` (the perturbation's norms), ``fooled`` (bool).
+    (or None; the targeted attack aims at the next class, ``(y + 1) mod K`` with K the number of
+    logits the model outputs), ``linf`` and ``l2`` (the perturbation's norms), ``fooled`` (bool).
     """
     model.eval()
-    atk = make_attack(attack, eps)
-    target = (y + 1) % 10 if "targeted" in attack else None
-    x_adv = atk(model, x, y, target=target)
-    device = x_adv.device
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else x.device
     with torch.no_grad():
         p_clean = model(x.to(device)).softmax(1)[0]
-        p_adv = model(x_adv).softmax(1)[0]
+    num_classes = p_clean.shape[0]
+    atk = make_attack(attack, eps)
+    target = (y + 1) % num_classes if "targeted" in attack else None
+    x_adv = atk(model, x, y, target=target)
+    with torch.no_grad():
+        p_adv = model(x_adv.to(device)).softmax(1)[0]
     delta = (x_adv - x.to(device)).cpu()
     clean_pred, adv_pred = int(p_clean.argmax()), int(p_adv.argmax())
     return {"x": x.cpu(), "x_adv": x_adv.cpu(), "delta": delta,
@@ -52,7 +60,8 @@ def attack_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
             "fooled": adv_pred != int(y)}
 
 
-def draw_attack_example(r: Dict[str, object], class_names: Optional[Sequence[str]] = None, fig=None):
+def draw_attack_example(r: Dict[str, object], class_names: Optional[Sequence[str]] = None,
+                        fig: Optional[Figure] = None) -> Figure:
     """Clean image, perturbation (magnified to the full colour range) and adversarial image."""
     name = (lambda c: class_names[c]) if class_names else str
     if fig is None:
@@ -74,7 +83,8 @@ def draw_attack_example(r: Dict[str, object], class_names: Optional[Sequence[str
     return fig
 
 
-def attack_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, class_names=None):
+def attack_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                    class_names: Optional[Sequence[str]] = None) -> ipywidgets.VBox:
     """ipywidgets explorer: pick an example, an attack and eps; shows clean / perturbation / adversarial."""
     import ipywidgets as W
     from IPython.display import display
