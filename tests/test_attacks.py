@@ -101,3 +101,128 @@ def test_transfer_attack_uses_only_the_source(natural_model, batch):
     assert (a - x).abs().max() <= 0.1 + 1e-6 and a.min() >= 0 and a.max() <= 1
     with pytest.raises(TypeError):
         TransferAttack(natural_model, "pgd")
+
+
+# ---------------------------------------------------------------------------------------------
+# The package layout: two base classes, norms, eps-free attacks, robust accuracy.
+# ---------------------------------------------------------------------------------------------
+
+class _Threshold(torch.nn.Module):
+    """Hand-made two-class model on x (N, 1, 1, 1): class 1 iff the pixel is above 0.5."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(()))  # attacks find the device from a parameter
+
+    def forward(self, x):
+        v = x.flatten(1)[:, 0] + 0 * self.dummy
+        return torch.stack([0.5 - v, v - 0.5], 1)
+
+
+def _fixed_point_attack(value):
+    from tutorial_lib.attacks import Attack
+
+    class FixedPoint(Attack):
+        """Sends every input to the same point (inside the box)."""
+
+        def _perturb(self, model, x, y, target):
+            return torch.full_like(x, value)
+
+    return FixedPoint()
+
+
+def test_robust_accuracy_requires_clean_correct():
+    """Robust = clean-correct AND adversarially-correct (AutoAttack / RobustBench): an example
+    misclassified clean is not robust even if the attack's output lands on its true class."""
+    model = _Threshold().eval()
+    x = torch.tensor([0.2, 0.8, 0.2, 0.8]).view(4, 1, 1, 1)
+    y = torch.tensor([0, 1, 1, 0])  # clean: right, right, wrong, wrong
+    attacks = {"to 0.8": _fixed_point_attack(0.8),  # predicts 1 everywhere: right on 1 and 2
+               "identity": lambda m, xb, yb: xb.clone()}
+    for batch_size in (4, 3, 1):
+        res = evaluate(model, (x, y), attacks, batch_size=batch_size, progress=False)
+        assert res["clean"] == 0.5
+        assert res["to 0.8"] == 0.25  # example 2 lands on its label but was wrong clean: not robust
+        assert res["identity"] == 0.5
+        assert all(res[name] <= res["clean"] for name in attacks)
+
+
+def test_robust_accuracy_never_above_clean(natural_model, batch):
+    x, y = batch
+    res = evaluate(natural_model, (x[:100], y[:100]), {"fgsm": FGSM(0.3)}, progress=False)
+    assert res["fgsm"] <= res["clean"]
+
+
+@pytest.mark.parametrize("norm", ["l0", "l1", "L2", "inf", None])
+def test_unknown_norm_raises(norm):
+    from tutorial_lib.attacks import MarginPGD, NormBallAttack
+
+    for make in (lambda: PGD(0.1, norm=norm), lambda: MarginPGD(0.1, norm=norm)):
+        with pytest.raises(ValueError, match=r"norm.*'linf'.*'l2'"):
+            make()
+
+    class Noop(NormBallAttack):
+        def _perturb(self, model, x, y, target):
+            return x
+
+    with pytest.raises(ValueError, match="known norms"):
+        Noop(0.1, norm=norm)
+    assert Noop(0.1, norm="l2").norm == "l2"
+
+
+def test_norm_ball_and_eps_free_attacks(natural_model):
+    from tutorial_lib.attacks import (JSMA, NORMS, Attack, CarliniWagnerL2, MarginPGD, NormBallAttack,
+                                      TransferAttack)
+
+    assert NORMS == ("linf", "l2")
+    for attack in (FGSM(0.1), PGD(0.1), PGD(1.0, norm="l2"), MarginPGD(0.2)):
+        assert isinstance(attack, NormBallAttack) and isinstance(attack, Attack)
+        assert attack.norm in NORMS and attack.eps > 0
+    assert FGSM(0.1).norm == "linf"
+    for attack in (JSMA(), JSMA(gamma=0.3), CarliniWagnerL2(), TransferAttack(natural_model, PGD(0.1))):
+        assert isinstance(attack, Attack) and not isinstance(attack, NormBallAttack)
+        assert not hasattr(attack, "eps")
+    assert JSMA(gamma=0.3).gamma == 0.3
+
+
+def test_projection_onto_the_ball():
+    from tutorial_lib.attacks import NormBallAttack
+
+    class Noop(NormBallAttack):
+        def _perturb(self, model, x, y, target):
+            return x
+
+    torch.manual_seed(0)
+    x = torch.rand(5, 1, 4, 4)
+    far = x + 3 * torch.randn_like(x)
+    linf = Noop(0.1).project(far, x)
+    assert (linf - x).abs().max() <= 0.1 + 1e-6 and linf.min() >= 0 and linf.max() <= 1
+    l2 = Noop(0.5, norm="l2", clip=None).project(far, x)
+    assert torch.allclose((l2 - x).flatten(1).norm(dim=1), torch.full((5,), 0.5), atol=1e-5)
+    near = x + 1e-3
+    assert torch.equal(Noop(0.5, norm="l2", clip=None).project(near, x), near)  # inside: unchanged
+
+
+def test_random_targets_public():
+    from tutorial_lib.attacks import random_targets
+
+    y = torch.arange(10).repeat(20)
+    t = random_targets(y, 10, seed=3)
+    assert t.shape == y.shape and t.dtype == torch.long
+    assert (t != y).all() and t.min() >= 0 and t.max() <= 9
+    assert torch.equal(t, random_targets(y, 10, seed=3))
+    assert not torch.equal(t, random_targets(y, 10, seed=4))
+
+
+def test_package_reexports_every_public_name():
+    import tutorial_lib.attacks as attacks
+    from tutorial_lib.attacks import base, cw, evaluation, fgsm, jsma, pgd, transfer
+
+    for name in ["FGSM", "PGD", "MarginPGD", "TransferAttack", "JSMA", "CarliniWagnerL2", "evaluate",
+                 "accuracy_vs_eps", "margin", "check_inputs", "Attack", "NormBallAttack", "random_targets"]:
+        assert name in attacks.__all__ and hasattr(attacks, name), name
+    assert attacks.PGD is pgd.PGD and attacks.MarginPGD is pgd.MarginPGD and attacks.FGSM is fgsm.FGSM
+    assert attacks.JSMA is jsma.JSMA and attacks.CarliniWagnerL2 is cw.CarliniWagnerL2
+    assert attacks.TransferAttack is transfer.TransferAttack and attacks.Attack is base.Attack
+    assert attacks.evaluate is evaluation.evaluate and callable(attacks.evaluate)
+    assert attacks.accuracy_vs_eps is evaluation.accuracy_vs_eps

@@ -157,9 +157,9 @@ def common_correct(models: Dict[str, nn.Module], x: torch.Tensor, y: torch.Tenso
 
 def random_targets(y: torch.Tensor, classes: int = 10, seed: int = 0) -> torch.Tensor:
     """One target class != y per example, uniform over the other classes, reproducible."""
-    from ..attacks import _random_targets
+    from ..attacks import random_targets as draw_targets
 
-    return _random_targets(y, classes, seed)
+    return draw_targets(y, classes, seed)
 
 
 def attack_summary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor],

@@ -1,0 +1,83 @@
+"""Clean and robust accuracy of a model under a set of attacks."""
+from __future__ import annotations
+
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+try:
+    from tqdm.auto import tqdm
+except ImportError:  # pragma: no cover
+    tqdm = None
+
+__all__ = ["evaluate", "accuracy_vs_eps"]
+
+#: Anything called as ``attack(model, x, y) -> x_adv`` (every :class:`Attack` is).
+AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def evaluate(model: nn.Module, data: Union[DataLoader, Tuple[torch.Tensor, torch.Tensor]],
+             attacks: Optional[Mapping[str, AttackFn]] = None, batch_size: int = 500,
+             progress: bool = True, device: Union[str, torch.device, None] = None) -> Dict[str, float]:
+    """Accuracy (in [0, 1]) clean and under each attack: ``{"clean": a0, name: a, ...}``.
+
+    ``data`` is a DataLoader of (x, y) batches or an (x, y) pair, x (N, C, H, W) in [0, 1] and
+    y (N,) labels (split into batches of ``batch_size``). Each attack is called as
+    ``attack(model, x, y) -> x_adv`` on every batch and reported separately.
+
+    Robust accuracy follows AutoAttack / RobustBench: an example counts as robust under an attack
+    only if the model classifies it correctly both clean *and* on the attack's output. A clean
+    error is never robust, even when the attack's output happens to land on the true class, so
+    each robust accuracy is at most the clean accuracy. (An attack that keeps the worst case per
+    example, as PGD does over its ``restarts``, is reported as one attack.) The model is put in
+    eval mode for the evaluation and restored afterwards.
+    """
+    attacks = dict(attacks or {})
+    if "clean" in attacks:
+        raise ValueError("'clean' is reserved for clean accuracy; rename that attack")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    if isinstance(data, (tuple, list)):
+        x_all, y_all = data
+        if len(x_all) != len(y_all):
+            raise ValueError(f"x and y differ in length: {len(x_all)} vs {len(y_all)}")
+        batches: Iterable = [(x_all[i:i + batch_size], y_all[i:i + batch_size])
+                             for i in range(0, len(x_all), batch_size)]
+    else:
+        batches = data
+    correct = {name: 0 for name in ["clean", *attacks]}
+    total = 0
+    was_training = model.training
+    model.eval()
+    try:
+        it = batches
+        if progress and tqdm is not None:
+            it = tqdm(batches, desc="evaluate", leave=False)
+        for xb, yb in it:
+            xb, yb = xb.to(device), yb.to(device)
+            with torch.no_grad():
+                clean_ok = model(xb).argmax(1) == yb
+            correct["clean"] += clean_ok.sum().item()
+            for name, attack in attacks.items():
+                x_adv = attack(model, xb, yb)
+                with torch.no_grad():
+                    adv_ok = model(x_adv.to(device)).argmax(1) == yb
+                correct[name] += (clean_ok & adv_ok).sum().item()
+            total += len(yb)
+    finally:
+        model.train(was_training)
+    if total == 0:
+        raise ValueError("no examples to evaluate")
+    return {name: c / total for name, c in correct.items()}
+
+
+def accuracy_vs_eps(model: nn.Module, data: Tuple[torch.Tensor, torch.Tensor], eps_values: Iterable[float],
+                    make_attack: Callable[[float], AttackFn], progress: bool = False) -> List[float]:
+    """Robust accuracy (in [0, 1], as in :func:`evaluate`) for each eps (input units):
+    ``[evaluate(model, data, {a: make_attack(eps)})[a] for eps in eps_values]``.
+    ``make_attack(eps)`` builds the attack for one radius, e.g. ``lambda e: PGD(e, steps=20)``."""
+    out = []
+    for eps in eps_values:
+        out.append(evaluate(model, data, {"attack": make_attack(float(eps))}, progress=progress)["attack"])
+    return out
