@@ -50,8 +50,8 @@ def main():
     args = p.parse_args()
     try:
         import torchattacks
-    except ImportError:
-        raise SystemExit("torchattacks is missing: run `make bench-attacks` (installs it with --no-deps)")
+    except ImportError as e:
+        raise SystemExit("torchattacks is missing: run `make bench-attacks` (installs it with --no-deps)") from e
 
     device = default_device()
     model, _ = load_checkpoint("mnist_small_natural", device=device)
@@ -64,8 +64,8 @@ def main():
             ("torchattacks 3.5.1 PGD (baseline)", *timed(theirs, model, x, y, args.batch, args.repeats))]
     print(f"PGD-{args.steps} l-inf, eps={args.eps}, alpha={args.alpha}, {args.n} MNIST test images, "
           f"batch {args.batch}, device {device}, {torch.get_num_threads()} threads, best of {args.repeats}")
-    print(f"| implementation | examples/s | robust accuracy |")
-    print(f"|---|---|---|")
+    print("| implementation | examples/s | robust accuracy |")
+    print("|---|---|---|")
     for name, speed, acc in rows:
         print(f"| {name} | {speed:.0f} | {100 * acc:.1f}% |")
     ratio = rows[0][1] / rows[1][1]

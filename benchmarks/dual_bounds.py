@@ -36,6 +36,7 @@ def child(impl: str, batch: int, grad: bool, reps: int, device: str, out: str) -
     sys.path.insert(0, ROOT)
     import torch
     import torch.nn.functional as F
+
     from tutorial_lib.models import mnist_small
 
     torch.manual_seed(0)
@@ -47,7 +48,7 @@ def child(impl: str, batch: int, grad: bool, reps: int, device: str, out: str) -
     keep[torch.arange(batch, device=device), y] = False
 
     if impl == "ours":
-        from tutorial_lib.bounds import dual_bounds, margins_to_logits
+        from tutorial_lib.bounds import dual_bounds
 
         def bound():
             return dual_bounds(net, x, y, EPS).lower
@@ -162,6 +163,7 @@ def lp_table(n: int) -> None:
     """Per-example seconds of interval / dual / LP / MILP on a seeded random MLP 784-32-32-10
     (the LP and MILP do not scale to the CNN: about a minute per example there)."""
     import torch
+
     from tutorial_lib import bounds
     from tutorial_lib.studies.polytope import tiny_mnist_mlp
     torch.manual_seed(0)

@@ -15,9 +15,8 @@ import time
 
 import torch
 
-from tutorial_lib.defenses import RobustTrainingLoss
 from tutorial_lib.data import load_dataset
-from tutorial_lib.defenses import PGDTrainingLoss, TradesLoss
+from tutorial_lib.defenses import PGDTrainingLoss, RobustTrainingLoss, TradesLoss
 from tutorial_lib.models import build_model
 from tutorial_lib.training import cross_entropy_loss, default_device
 

@@ -171,8 +171,7 @@ def test_unknown_norm_raises(norm):
 
 
 def test_norm_ball_and_eps_free_attacks(natural_model):
-    from tutorial_lib.attacks import (JSMA, NORMS, Attack, CarliniWagnerL2, MarginPGD, NormBallAttack,
-                                      TransferAttack)
+    from tutorial_lib.attacks import JSMA, NORMS, Attack, CarliniWagnerL2, MarginPGD, NormBallAttack, TransferAttack
 
     assert NORMS == ("linf", "l2")
     for attack in (FGSM(0.1), PGD(0.1), PGD(1.0, norm="l2"), MarginPGD(0.2)):

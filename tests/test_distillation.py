@@ -13,7 +13,12 @@ from tutorial_lib.checkpoints import load_checkpoint, read_registry
 from tutorial_lib.data import test_subset
 from tutorial_lib.defenses.distillation import TEMPERATURES, soft_labels, student_name, teacher_name
 from tutorial_lib.studies.distillation_study import (
-    attack_summary, common_correct, deployed_models, gradient_summary, load_study, random_targets,
+    attack_summary,
+    common_correct,
+    deployed_models,
+    gradient_summary,
+    load_study,
+    random_targets,
 )
 from tutorial_lib.train import load_recipe
 from tutorial_lib.training import LOSSES, accuracy

@@ -51,7 +51,8 @@ class CarliniWagnerL2(Attack):
         if clip is None:
             raise ValueError("the tanh change of variables needs a box (clip)")
         super().__init__(clip)
-        self.c_init, self.kappa, self.steps, self.binary_steps = float(c_init), float(kappa), int(steps), int(binary_steps)
+        self.c_init, self.kappa = float(c_init), float(kappa)
+        self.steps, self.binary_steps = int(steps), int(binary_steps)
         if not 0 < tanh_margin < 1:
             raise ValueError(f"tanh_margin must lie in (0, 1), got {tanh_margin}")
         self.lr, self.abort_early, self.tanh_margin = float(lr), bool(abort_early), float(tanh_margin)

@@ -23,16 +23,20 @@ nothing to follow. The logits themselves are not flat, so an attack on the logit
 """
 from __future__ import annotations
 
-import math
-import warnings
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..defenses.distillation import (PAPER, TEMPERATURES, check_temperature, soft_labels, softmax_at,
-                                     student_name, teacher_name, temperature_tag)
+from ..defenses.distillation import (
+    TEMPERATURES,
+    check_temperature,
+    softmax_at,
+    student_name,
+    teacher_name,
+    temperature_tag,
+)
 from ..runtime import eval_mode
 
 __all__ = [

@@ -9,8 +9,7 @@ The run helpers (:func:`accuracy`, :func:`predict`, :func:`eval_mode`, :func:`de
 :func:`set_seed`) live in :mod:`tutorial_lib.runtime` and are re-exported here for the notebooks.
 """
 from ..defenses.schedule import linear_ramp
-from ..runtime import (accuracy, default_device, eval_mode, is_distributed, is_main_process, predict,
-                       set_seed)
+from ..runtime import accuracy, default_device, eval_mode, is_distributed, is_main_process, predict, set_seed
 from .loop import LossFn, fit
 from .losses import LOSSES, cross_entropy_loss
 from .recipes import RECIPE_DIR, load_recipe, run_recipe

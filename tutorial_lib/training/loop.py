@@ -129,11 +129,11 @@ def restore_rng_state(state: Dict[str, Any], loader: Optional[DataLoader] = None
     if saved is None:
         if generators:
             warnings.warn("the training state holds no loader RNG state (older file): "
-                          "the resumed run shuffles differently from an uninterrupted one")
+                          "the resumed run shuffles differently from an uninterrupted one", stacklevel=3)
         return
     if len(saved) != len(generators):
         warnings.warn(f"the training state holds {len(saved)} loader generator state(s), the "
-                      f"loader has {len(generators)}: the loader's order is not restored")
+                      f"loader has {len(generators)}: the loader's order is not restored", stacklevel=3)
         return
     for g, s in zip(generators, saved):
         g.set_state(s.cpu())

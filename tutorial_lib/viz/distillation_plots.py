@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from ..defenses.distillation import PAPER, softmax_at
-from ..studies.distillation_study import input_gradient_norm
 from ..runtime import eval_mode
+from ..studies.distillation_study import input_gradient_norm
 
 __all__ = ["plot_soft_labels", "plot_gradient_magnitudes", "plot_study", "temperature_records",
            "show_temperature", "temperature_widget"]
