@@ -1,9 +1,16 @@
 import pytest
 import torch
 
-from tutorial_lib.checkpoints import (CheckpointNotFoundError, ChecksumMismatchError, REGISTRY,
-                                      load_checkpoint, read_registry, register_checkpoint,
-                                      save_checkpoint, sha256_file)
+from tutorial_lib.checkpoints import (
+    REGISTRY,
+    CheckpointNotFoundError,
+    ChecksumMismatchError,
+    load_checkpoint,
+    read_registry,
+    register_checkpoint,
+    save_checkpoint,
+    sha256_file,
+)
 from tutorial_lib.models import build_model
 
 
@@ -59,3 +66,20 @@ def test_shipped_natural_model_verifies_and_is_accurate(mnist_test):
     with torch.no_grad():
         assert (model(x).argmax(1) == y).float().mean() >= 0.98
     assert info["recipe"]["budget"] == "shipped" and info["recipe"]["epochs"] >= 1
+
+
+def test_missing_shipped_file_names_a_restore_command_that_works_from_the_repo_root(tmp_path, monkeypatch):
+    from tutorial_lib import checkpoints
+
+    monkeypatch.setattr(checkpoints, "REPO_ROOT", tmp_path)  # tmp_path plays the repository
+    ck = tmp_path / "data" / "checkpoints"
+    path = ck / "toy.pt"
+    register_checkpoint("toy", path, save_checkpoint(build_model("toy_mlp"), path, "toy_mlp"),
+                        registry=ck / "registry.json")
+    path.unlink()
+    with pytest.raises(CheckpointNotFoundError) as err:
+        load_checkpoint("toy", registry=ck / "registry.json")
+    assert "`git checkout -- data/checkpoints/toy.pt`" in str(err.value)
+    assert "python -m tutorial_lib.train toy --promote" in str(err.value)
+    with pytest.raises(CheckpointNotFoundError, match="did you mean 'toy'"):
+        load_checkpoint("tyo", registry=ck / "registry.json")

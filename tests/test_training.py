@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import (BatchSampler, DataLoader, DistributedSampler, RandomSampler,
-                              TensorDataset)
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, TensorDataset
 
-from tutorial_lib.checkpoints import load_checkpoint, read_registry
+from tutorial_lib.checkpoints import load_checkpoint, read_registry, register_checkpoint, save_checkpoint, sha256_file
 from tutorial_lib.data import get_loaders
 from tutorial_lib.models import build_model
 from tutorial_lib.training import accuracy, fit, linear_ramp
@@ -188,3 +187,154 @@ def test_torchrun_ddp_gloo_two_processes(tmp_path, shared_dir):
     assert info["metrics"]["world_size"] == 2
     # 2048 examples over 2 ranks, per-rank batch 32: 32 synchronised steps learn well above chance
     assert info["metrics"]["test_acc"] > 0.6
+
+
+# --------------------------------------------------------------------------------------------
+# runs/, --promote and the announced cost (nothing lost, nothing silently wrong)
+# --------------------------------------------------------------------------------------------
+
+def _shipped_snapshot():
+    """Name, size and mtime of every file in the shipped data/checkpoints (must never change)."""
+    ck = REPO / "data" / "checkpoints"
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in ck.iterdir()}
+
+
+def _small_recipe(tmp_path, **changes) -> Path:
+    """_tiny_recipe, smaller (8 steps an epoch) and with ``changes``; name from ``changes`` or tiny."""
+    recipe = {**json.loads(_tiny_recipe(tmp_path).read_text()), "train_subset": 512, **changes}
+    path = tmp_path / f"{recipe['name']}.json"
+    path.write_text(json.dumps(recipe))
+    return path
+
+
+def _weights(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def _same_weights(a, b) -> bool:
+    wa, wb = _weights(a), _weights(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_training_writes_a_run_folder_not_the_shipped_checkpoints(tmp_path, shared_dir, capsys):
+    from tutorial_lib.training import recipes
+
+    before, registry = _shipped_snapshot(), (REPO / "data" / "checkpoints" / "registry.json").read_bytes()
+    runs = tmp_path / "runs"
+    res = recipes.run_recipe(_small_recipe(tmp_path), device="cpu", data_dir=shared_dir, root=runs,
+                             progress=False)
+    run = Path(res["run_dir"])
+    assert run.parent == runs / "tiny" and res["path"] == str(run / "checkpoint.pt")
+    assert {p.name for p in run.iterdir()} == {"checkpoint.pt", "state.pt", "recipe.json", "metrics.json"}
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"test_acc", "train_seconds", "device", "torch", "recipe", "sha256"} <= set(metrics)
+    assert metrics["recipe"]["name"] == "tiny" and metrics["recipe"]["budget"] == "shipped"
+    assert _shipped_snapshot() == before
+    assert (REPO / "data" / "checkpoints" / "registry.json").read_bytes() == registry
+    # the notebooks' helpers find and load it
+    assert recipes.latest_run("tiny", root=runs) == run
+    assert recipes.latest_run("tiny", full=True, root=runs) is None
+    model, info = recipes.load_run("tiny", device="cpu", root=runs)
+    assert info["sha256"] == metrics["sha256"] == res["sha256"] and info["run_dir"] == str(run)
+    with pytest.raises(recipes.CheckpointNotFoundError, match="no finished run"):
+        recipes.load_run("mnist_small_natural", root=runs)
+
+
+def test_an_unfinished_run_is_resumed_not_restarted(tmp_path, shared_dir, monkeypatch, capsys):
+    """Interrupted after epoch 1 of 2: the same call resumes that folder and ends with the weights
+    of an uninterrupted run, bit for bit."""
+    from tutorial_lib.training import recipes
+
+    recipe = _small_recipe(tmp_path, epochs=2)
+    # progress as in the resumed call below: fit's progress bar draws from the loader's generator
+    straight = recipes.run_recipe(recipe, device="cpu", data_dir=shared_dir, root=tmp_path / "a", progress=True)
+
+    real_fit = recipes.fit
+
+    def interrupted(*args, **kwargs):
+        real_fit(*args, **{**kwargs, "epochs": 1})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recipes, "fit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        recipes.run_recipe(recipe, device="cpu", data_dir=shared_dir, root=tmp_path / "b", progress=True)
+    [run] = (tmp_path / "b" / "tiny").iterdir()
+    assert (run / "state.pt").exists() and not (run / "checkpoint.pt").exists()
+    monkeypatch.setattr(recipes, "fit", real_fit)
+    capsys.readouterr()
+    resumed = recipes.run_recipe(recipe, device="cpu", data_dir=shared_dir, root=tmp_path / "b", progress=True)
+    assert "resuming the unfinished run" in capsys.readouterr().out
+    assert resumed["run_dir"] == str(run) and len(list((tmp_path / "b" / "tiny").iterdir())) == 1
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    assert _same_weights(straight["path"], resumed["path"])
+    # a finished run is not resumed: the next call starts a new folder
+    again = recipes.run_recipe(recipe, device="cpu", data_dir=shared_dir, root=tmp_path / "b", progress=False)
+    assert again["run_dir"] != str(run)
+
+
+def test_promote_replaces_the_checkpoint_and_says_what_it_replaced(tmp_path, shared_dir, capsys, monkeypatch):
+    from tutorial_lib.training import __main__ as cli, recipes
+
+    ck = tmp_path / "ck"  # stands for data/checkpoints
+    old = ck / "tiny.pt"
+    old_sha = save_checkpoint(build_model("mnist_small"), old, "mnist_small", metrics={"test_acc": 0.5})
+    register_checkpoint("tiny", old, old_sha, registry=ck / "registry.json", metrics={"test_acc": 0.5})
+    res = recipes.run_recipe(_small_recipe(tmp_path), device="cpu", data_dir=shared_dir, root=tmp_path / "runs",
+                             promote=True, checkpoint_dir=ck)
+    out = capsys.readouterr().out
+    entry = read_registry(ck / "registry.json")["tiny"]
+    assert entry["sha256"] == res["sha256"] == sha256_file(old) != old_sha
+    assert entry["metrics"]["test_acc"] == res["metrics"]["test_acc"]
+    new_acc = f"{100 * res['metrics']['test_acc']:.2f} %"
+    assert f"replaced sha256 {old_sha[:12]} (test accuracy 50.00 %) -> sha256 {res['sha256'][:12]} " \
+           f"(test accuracy {new_acc})" in out
+    load_checkpoint("tiny", registry=ck / "registry.json")  # verifies against the new hash
+    # the command line promotes a finished run folder (here: back to the same weights)
+    monkeypatch.setattr(recipes, "CHECKPOINT_DIR", ck)
+    cli.main([res["run_dir"], "--promote"])
+    assert f"replaced sha256 {res['sha256'][:12]}" in capsys.readouterr().out
+
+
+def test_out_refuses_the_shipped_folder_without_promote(tmp_path):
+    from tutorial_lib.training import recipes
+
+    with pytest.raises(recipes.RecipeError, match="--promote"):
+        recipes.run_recipe(_small_recipe(tmp_path), out_dir=REPO / "data" / "checkpoints", device="cpu",
+                           data_dir=tmp_path / "no-data-here", progress=False)
+
+
+def test_cpu_run_over_an_hour_is_refused_unless_yes(tmp_path, shared_dir, monkeypatch, capsys):
+    from tutorial_lib.training import __main__ as cli, recipes
+
+    monkeypatch.setattr(recipes, "time_steps", lambda *a, **k: 200.0)  # 8 steps x 200 s = 27 min
+    recipe = _small_recipe(tmp_path, epochs=3)  # 24 steps x 200 s = 1 h 20 min
+    plan = recipes.plan_recipe(recipe, device="cpu", data_dir=shared_dir, root=tmp_path / "runs")
+    assert str(plan).startswith("estimated 24 steps x 200 s = 1 h 20 min on cpu") and plan.too_long()
+    with pytest.raises(recipes.TrainingTooLongError, match="--yes"):
+        recipes.run_recipe(recipe, device="cpu", data_dir=shared_dir, root=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()  # nothing started
+    assert recipes.retrain(recipe, full=False, device="cpu", data_dir=shared_dir, root=tmp_path / "runs") is None
+    assert f"python -m tutorial_lib.train {recipe} --yes" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([str(recipe), "--out", str(tmp_path / "out"), "--device", "cpu", "--data-dir", shared_dir])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "1 h 20 min" in err and f"python -m tutorial_lib.train {recipe} --yes" in err
+    assert not (tmp_path / "out" / "tiny.pt").exists()
+    # under an hour it starts; on a GPU it would start too (only CPUs are refused)
+    monkeypatch.setattr(recipes, "time_steps", lambda *a, **k: 100.0)
+    assert not recipes.plan_recipe(recipe, device="cpu", data_dir=shared_dir).too_long()
+
+
+def test_the_estimate_leaves_the_trained_weights_unchanged(tmp_path, shared_dir):
+    """The timed steps run on a copy and every RNG is restored: the same weights, bit for bit, as
+    a run without the estimate. TRADES starts its attack from noise of the global RNG, so an
+    estimate that left the RNG moved would change every batch's attack (checked: it does)."""
+    from tutorial_lib.training import recipes
+
+    recipe = _small_recipe(tmp_path, loss="trades", train_subset=256,
+                           loss_kwargs={"beta": 1.0, "eps": 0.3, "alpha": 0.1, "steps": 1})
+    kw = dict(device="cpu", data_dir=shared_dir, progress=False)
+    with_estimate = recipes.run_recipe(recipe, root=tmp_path / "a", estimate=True, **kw)
+    without = recipes.run_recipe(recipe, root=tmp_path / "b", estimate=False, **kw)
+    assert _same_weights(with_estimate["path"], without["path"])

@@ -7,6 +7,7 @@ and its SHA-256; loading a registered name refuses a file whose hash differs.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -22,7 +23,8 @@ from .runtime import default_device
 __all__ = ["CHECKPOINT_DIR", "REGISTRY", "ChecksumMismatchError", "CheckpointNotFoundError",
            "save_checkpoint", "register_checkpoint", "load_checkpoint", "read_registry", "sha256_file"]
 
-CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "data" / "checkpoints"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CHECKPOINT_DIR = REPO_ROOT / "data" / "checkpoints"
 REGISTRY = CHECKPOINT_DIR / "registry.json"
 
 
@@ -32,6 +34,15 @@ class ChecksumMismatchError(RuntimeError):
 
 class CheckpointNotFoundError(FileNotFoundError):
     """A checkpoint is neither registered nor present on disk."""
+
+
+def _repo_relative(path: Path) -> str:
+    """``path`` relative to the repository root when it lies inside it (for a git command run
+    there), else as it is."""
+    try:
+        return Path(path).resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def sha256_file(path: Union[str, Path]) -> str:
@@ -97,18 +108,22 @@ def load_checkpoint(name_or_path: Union[str, Path], device: Optional[Union[str, 
             path = registry.resolve().parent / path
         if not path.exists():
             raise CheckpointNotFoundError(
-                f"checkpoint {name!r} is registered but {path} is missing; restore it "
-                f"(git checkout -- {path.name}) or retrain with `python -m tutorial_lib.train {name}`")
+                f"checkpoint {name!r} is registered but {path} is missing; restore it from the "
+                f"repository root with `git checkout -- {_repo_relative(path)}`, or retrain and replace "
+                f"it with `python -m tutorial_lib.train {name} --promote`")
         got = sha256_file(path)
         if got != entry["sha256"]:
             raise ChecksumMismatchError(
                 f"{path} has SHA-256 {got} but the registry records {entry['sha256']}: the file is "
-                f"corrupt or was replaced. Restore it, or retrain with `python -m tutorial_lib.train {name}`.")
+                f"corrupt or was replaced. Restore it from the repository root with `git checkout -- "
+                f"{_repo_relative(path)}`, or retrain it with `python -m tutorial_lib.train {name} --promote`.")
     else:
         path = Path(name_or_path)
         if not path.exists():
             known = ", ".join(sorted(entries)) or "none"
-            raise CheckpointNotFoundError(f"no checkpoint named or at {name!r} (registered: {known})")
+            close = difflib.get_close_matches(name, sorted(entries), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise CheckpointNotFoundError(f"no checkpoint named or at {name!r}{hint} (registered: {known})")
         got = sha256_file(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)

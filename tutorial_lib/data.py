@@ -356,9 +356,29 @@ def prepare(names: Sequence[str] = ("mnist",), data_dir: Optional[Union[str, Pat
                   f"{len(y.unique())} classes, verified")
 
 
-if __name__ == "__main__":
-    import sys
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """``python -m tutorial_lib.data [NAMES] [--data-dir DIR]``: fetch and verify datasets. An
+    unknown name, a missing or corrupt file is one line on stderr and exit code 2."""
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="python -m tutorial_lib.data",
+        description="Load (downloading into the cache if needed) and verify datasets; one line per "
+                    f"split. Offline: set {DATA_DIR_ENV} (or --data-dir) to a directory holding the "
+                    f"original files; {CACHE_DIR_ENV} moves the cache (default data/cache/).")
+    p.add_argument("names", nargs="*", default=["mnist"], metavar="NAME",
+                   help="mnist (default), fashion_mnist or cifar10")
+    p.add_argument("--data-dir", default=None, help=f"directory with the original files (else ${DATA_DIR_ENV})")
+    args = p.parse_args(argv)
     try:
-        prepare(sys.argv[1:] or ("mnist",))
-    except (DataUnavailableError, ChecksumError) as e:
-        sys.exit(f"error: {e}")
+        for name in args.names:
+            _canonical(name)  # every name checked before anything is downloaded
+        prepare(args.names, args.data_dir)
+    except (ValueError, DataUnavailableError, ChecksumError) as e:
+        p.exit(2, f"{p.prog}: error: {e}\n")
+
+
+__all__ += ["main"]
+
+if __name__ == "__main__":
+    main()
