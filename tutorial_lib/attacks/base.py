@@ -1,8 +1,9 @@
 """What every attack shares: input validation, the margin, helpers and the two base classes.
 
 * :class:`Attack` -- the eps-free base. ``attack(model, x, y, target=None) -> x_adv`` validates
-  the inputs (:func:`check_inputs`: model in eval mode, shapes, dtypes, inputs inside the box
-  ``clip``), moves them to the model's device and calls the subclass's ``_perturb``.
+  the inputs (:func:`check_inputs`: model in eval mode, finite inputs inside the box ``clip``, of
+  the model's dtype and input shape, labels in range), moves them to the model's device and
+  calls the subclass's ``_perturb``.
 * :class:`NormBallAttack` -- an attack with a budget: ``eps`` (in input units) in the ``norm``
   ("linf" or "l2"), and :meth:`NormBallAttack.project` onto the eps-ball and the box.
 
@@ -11,13 +12,14 @@ Shapes: x (N, C, H, W) (any (N, ...) works) with values in the box, by default t
 """
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .. import validation as V
 
 __all__ = ["Box", "NORMS", "check_inputs", "margin", "random_targets", "Attack", "NormBallAttack"]
 
@@ -28,34 +30,26 @@ Box = Optional[Tuple[float, float]]
 NORMS: Tuple[str, ...] = ("linf", "l2")
 
 
-def _check_eps(eps: float) -> None:
-    if not math.isfinite(float(eps)) or eps < 0:
-        raise ValueError(f"eps must be a finite number >= 0, got {eps}")
-
-
 def check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Optional[float] = None,
                  clip: Box = (0.0, 1.0), target: Optional[torch.Tensor] = None) -> None:
     """Raise a clear error for inputs no attack should silently accept.
 
-    ``model`` must be in eval mode; x (N, ...) a tensor inside ``clip`` (if not None); y (N,)
-    integer labels; target None or (N,); ``eps`` (None for an attack without a budget) a finite
-    number >= 0.
+    ``model`` must be in eval mode (``RuntimeError``). Then the checks of
+    :func:`tutorial_lib.validation.check_batch`: x (N, ...) a finite floating tensor of the
+    model's weights' dtype and of an input shape the model accepts (one forward pass of x[:1]
+    finds the number of classes K); y (N,) integer labels in [0, K); target None or (N,) integer
+    classes in [0, K). Last, ``eps`` (None for an attack without a budget) a finite number >= 0
+    (:func:`tutorial_lib.validation.check_eps`; the warning about an eps as wide as the box is
+    given once, when the attack is built) and x inside the box ``clip`` (if not None).
     """
     if model.training:
         raise RuntimeError("the model is in training mode; call model.eval() before attacking it "
                            "(dropout/batch-norm would make the attack see a different function)")
     if not torch.is_tensor(x) or not torch.is_tensor(y):
         raise TypeError("x and y must be tensors")
-    if x.dim() < 2:
-        raise ValueError(f"x must have a batch dimension, shape (N, ...); got {tuple(x.shape)}")
-    if y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"y must have shape ({x.shape[0]},) to match x {tuple(x.shape)}; got {tuple(y.shape)}")
-    if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
-    if target is not None and (target.dim() != 1 or target.shape[0] != x.shape[0]):
-        raise ValueError(f"target must have shape ({x.shape[0]},); got {tuple(target.shape)}")
+    V.check_batch(model, x, y, target)
     if eps is not None:
-        _check_eps(eps)
+        V.check_eps(eps, clip, warn=False)
     if clip is not None:
         lo, hi = clip
         if x.numel() and (x.min().item() < lo - 1e-6 or x.max().item() > hi + 1e-6):
@@ -128,8 +122,8 @@ class Attack(ABC):
         """Validate (:func:`check_inputs`) and move x, y, target to the model's device."""
         check_inputs(model, x, y, self._budget(), self.clip, target)
         device = next(model.parameters()).device
-        target = target.to(device) if target is not None else None
-        return x.to(device), y.to(device), target
+        target = target.to(device, torch.long) if target is not None else None
+        return x.to(device), y.to(device, torch.long), target
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  target: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -156,16 +150,21 @@ class NormBallAttack(Attack):
 
     ``eps`` is in input units (pixel values in [0, 1] for images): a per-pixel bound for
     ``norm="linf"``, a bound on the Euclidean norm of the whole perturbation for ``norm="l2"``.
-    ``eps = 0`` returns x unchanged. Any norm outside :data:`NORMS` is refused.
+    ``eps = 0`` returns x unchanged. Any norm outside :data:`NORMS` is refused; so is an eps that is
+    not a number (``TypeError``), or NaN, infinite or negative (``ValueError``). An l-inf eps at
+    least as wide as the box (8 for 8/255) is accepted with a ``UserWarning``: every point of the
+    box is then reachable.
     """
 
     def __init__(self, eps: float, *, norm: str = "linf", clip: Box = (0.0, 1.0)):
-        _check_eps(eps)
-        self.eps = float(eps)
+        if torch.is_tensor(eps) and eps.dim() != 0:
+            raise TypeError(f"eps must be a single number, got a tensor of shape {tuple(eps.shape)}")
+        self.eps = float(V.check_eps(eps, None))
         super().__init__(clip)
         if norm not in NORMS:
             raise ValueError(f"unknown norm {norm!r}: the known norms are "
                              + ", ".join(repr(n) for n in NORMS))
+        V.check_eps(self.eps, clip, norm)  # only warns: an l-inf eps as wide as the box
         self.norm = norm
 
     def _budget(self) -> Optional[float]:

@@ -12,6 +12,8 @@ try:
 except ImportError:  # pragma: no cover
     tqdm = None
 
+from .. import validation as V
+
 __all__ = ["evaluate", "accuracy_vs_eps"]
 
 #: Anything called as ``attack(model, x, y) -> x_adv`` (every :class:`Attack` is).
@@ -33,6 +35,11 @@ def evaluate(model: nn.Module, data: Union[DataLoader, Tuple[torch.Tensor, torch
     each robust accuracy is at most the clean accuracy. (An attack that keeps the worst case per
     example, as PGD does over its ``restarts``, is reported as one attack.) The model is put in
     eval mode for the evaluation and restored afterwards.
+
+    Every batch is checked before the model sees it (:func:`tutorial_lib.validation.check_batch`):
+    a NaN or inf in x, a dtype other than the model's, an input shape the model does not accept,
+    or a label outside [0, K) raises an error naming the offending examples by their index in
+    ``data``, instead of being counted as a misclassification.
     """
     attacks = dict(attacks or {})
     if "clean" in attacks:
@@ -55,6 +62,7 @@ def evaluate(model: nn.Module, data: Union[DataLoader, Tuple[torch.Tensor, torch
         if progress and tqdm is not None:
             it = tqdm(batches, desc="evaluate", leave=False)
         for xb, yb in it:
+            V.check_batch(model, xb, yb, offset=total)
             xb, yb = xb.to(device), yb.to(device)
             with torch.no_grad():
                 clean_ok = model(xb).argmax(1) == yb
@@ -76,8 +84,11 @@ def accuracy_vs_eps(model: nn.Module, data: Tuple[torch.Tensor, torch.Tensor], e
                     make_attack: Callable[[float], AttackFn], progress: bool = False) -> List[float]:
     """Robust accuracy (in [0, 1], as in :func:`evaluate`) for each eps (input units):
     ``[evaluate(model, data, {a: make_attack(eps)})[a] for eps in eps_values]``.
-    ``make_attack(eps)`` builds the attack for one radius, e.g. ``lambda e: PGD(e, steps=20)``."""
+    ``make_attack(eps)`` builds the attack for one radius, e.g. ``lambda e: PGD(e, steps=20)``.
+    Every eps is checked first (:func:`tutorial_lib.validation.check_eps`: a number, finite, >= 0);
+    the attack warns about an eps as wide as its box."""
+    eps_values = [float(V.check_eps(eps, None, name=f"eps_values[{i}]")) for i, eps in enumerate(eps_values)]
     out = []
     for eps in eps_values:
-        out.append(evaluate(model, data, {"attack": make_attack(float(eps))}, progress=progress)["attack"])
+        out.append(evaluate(model, data, {"attack": make_attack(eps)}, progress=progress)["attack"])
     return out
