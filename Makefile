@@ -4,29 +4,51 @@
 # Also: make lint (ruff check, configured in pyproject.toml), make bench-attacks / bench-dual /
 # bench-training (benchmarks/, each against a named baseline in the same run).
 # Offline machines: export ROBUSTNESS_DATA_DIR=/path/to/dir/with/MNIST/raw/*.gz first.
+# Options: make lab PORT=9000 (first port tried; the next free one if taken), LAB_ARGS="..." (passed to
+# jupyter lab), CPU=1 (make env / lab / test on a fresh .venv: CPU-only PyTorch, no CUDA download).
+# make test-browser runs only the JupyterLab widget test (tests/browser); make screenshots also
+# rewrites docs/screenshots/*_explorer.png from it.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+PORT ?= 8888
+LAB_ARGS ?=
+CPU ?=
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: lab test lint env data bench bench-attacks bench-dual bench-training clean-env
+.PHONY: lab test test-browser screenshots lint env data bench bench-attacks bench-dual bench-training clean-env
 
 env: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	@if [ -n "$(CPU)" ]; then \
+	  echo "CPU=$(CPU): installing CPU-only torch and torchvision from $(TORCH_CPU_INDEX)"; \
+	  $(PY) -m pip install --quiet --index-url $(TORCH_CPU_INDEX) \
+	    "torch>=2.2,<=2.14.1" "torchvision>=0.17,<=0.29.1"; \
+	fi
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
 data: $(STAMP)
 	$(PY) -m tutorial_lib.data mnist
 
+# scripts/lab.py adds --allow-root for root, --no-browser without a display, moves to the next free
+# port when $(PORT) is taken and prints the URL with its token.
 lab: data
-	$(VENV)/bin/jupyter lab notebooks/
+	$(PY) scripts/lab.py --port $(PORT) -- $(LAB_ARGS)
 
 test: $(STAMP)
 	MPLBACKEND=Agg $(PY) -m pytest --nbval-lax tests notebooks
+
+# The browser test of the notebook explorers (needs chromium and playwright; skips, saying so, without).
+test-browser: $(STAMP)
+	$(PY) -m pytest tests/browser -v
+
+screenshots: $(STAMP)
+	BROWSER_SCREENSHOTS_DIR=docs/screenshots $(PY) -m pytest tests/browser/test_explorers.py -v
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check tutorial_lib tests benchmarks
