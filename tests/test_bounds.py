@@ -10,9 +10,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tutorial_lib.bounds import (SolverError, UnsupportedLayerError, certified_error, dual_bounds,
-                                 estimated_dual_bounds, interval_bounds, lp_bounds, margin_spec,
-                                 milp_bounds, optimized_dual_bounds, robust_loss)
+from tutorial_lib.bounds import (
+    SolverError,
+    UnsupportedLayerError,
+    certified_error,
+    dual_bounds,
+    estimated_dual_bounds,
+    interval_bounds,
+    lp_bounds,
+    margin_spec,
+    milp_bounds,
+    optimized_dual_bounds,
+    robust_loss,
+)
 from tutorial_lib.bounds.layers import build_layers
 from tutorial_lib.models import Normalize
 
@@ -99,7 +109,7 @@ def attack_min(net, x, C, lo, hi, steps=60, restarts=6, seed=0):
     rep = lambda t: t.repeat_interleave(m, 0)
     lo_r, hi_r, C_r = rep(lo), rep(hi), C.reshape(N * m, -1)
     best = torch.full((N * m,), float("inf"), dtype=DT)
-    for r in range(restarts):
+    for _ in range(restarts):
         xa = lo_r + (hi_r - lo_r) * torch.rand(lo_r.shape, generator=g, dtype=DT)
         for t in range(steps):
             xa.requires_grad_(True)
@@ -375,7 +385,7 @@ def test_robust_loss_exact_and_certified_error():
             others = [j for j in range(K) if j != y[n]]
             z[n, others] = -J[n]
         assert torch.allclose(loss, F.cross_entropy(z, y), atol=1e-12)
-        expect = float((J < 0).any(1).double().mean())
+        expect = float(((J <= 0) | J.isnan()).any(1).double().mean())  # a tie is not certified
         assert float(err) == expect == certified_error(net, x, y, eps, clip=clip)
     # at eps = 0 the certified error is the clean error
     assert certified_error(net, x, y, 0.0) == float((net(x).argmax(1) != y).double().mean())
@@ -400,7 +410,7 @@ def test_random_projections_estimate_the_exact_bound():
     scale = exact.lower.abs().mean()
     assert (est.lower - exact.lower).abs().mean() < 0.2 * scale
     with pytest.raises(ValueError, match="not certificates"):
-        est.certified
+        _ = est.certified
     lp, _ = robust_loss(net, x, y, eps, clip=clip, proj=200, generator=g)
     le, _ = robust_loss(net, x, y, eps, clip=clip)
     lp, le = float(lp.detach()), float(le.detach())
@@ -469,7 +479,9 @@ def test_fold_transpose_gradients_match_conv_transpose():
         W = torch.randn(cout, cin, k, k, dtype=DT, requires_grad=True)
         Ho = (H + 2 * p - d * (k - 1) - 1) // s + 1
         nu = torch.randn(3, cout, Ho, Ho, dtype=DT, requires_grad=True)
-        fn = lambda a, b: _FoldTranspose.apply(a, b, (H, H), (s, s), (p, p), (d, d))
+        def fn(a, b, H=H, s=s, p=p, d=d):
+            return _FoldTranspose.apply(a, b, (H, H), (s, s), (p, p), (d, d))
+
         assert torch.autograd.gradcheck(fn, (nu, W), atol=1e-9, rtol=1e-7)
 
 
@@ -534,8 +546,7 @@ def test_shipped_robust_model_certificates_are_never_broken(mnist_test):
 def test_receptive_field_bounds_equal_the_dense_pass(arch):
     """bounds.patches computes a conv layer's neuron bounds on receptive fields only; it must
     give the dense backward pass's values (odd sizes, stride 1/2, padding 0/1/2 included)."""
-    from tutorial_lib.bounds import dual as D
-    from tutorial_lib.bounds import patches
+    from tutorial_lib.bounds import dual as D, patches
     from tutorial_lib.bounds.spec import prepare
 
     torch.manual_seed(3)
@@ -543,8 +554,9 @@ def test_receptive_field_bounds_equal_the_dense_pass(arch):
         net, shape = nn.Sequential(nn.Conv2d(1, 4, 4, 2, 1), nn.ReLU(), nn.Conv2d(4, 6, 4, 2, 1), nn.ReLU(),
                                    nn.Flatten(), nn.Linear(6 * 4 * 4, 5)), (1, 16, 16)
     else:
-        net, shape = nn.Sequential(nn.Conv2d(2, 3, 3, 2, 0), nn.ReLU(), nn.Conv2d(3, 4, 3, 1, 2), nn.ReLU(),
-                                   nn.Conv2d(4, 5, 2, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(5 * 4 * 4, 3)), (2, 11, 9)
+        net = nn.Sequential(nn.Conv2d(2, 3, 3, 2, 0), nn.ReLU(), nn.Conv2d(3, 4, 3, 1, 2), nn.ReLU(),
+                            nn.Conv2d(4, 5, 2, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(5 * 4 * 4, 3))
+        shape = (2, 11, 9)
     net = net.double()
     x = torch.rand(3, *shape, dtype=DT)
     y = net(x).argmax(1)
@@ -559,3 +571,200 @@ def test_receptive_field_bounds_equal_the_dense_pass(arch):
         checked += 1
     assert checked >= 1
     assert not patches.applies(P.layers, len(P.layers) - 1)  # after a Linear: dense pass
+
+
+# --------------------------------------------------------------------------- activation interface
+
+def _relu_layer(shape=(1,)):
+    from tutorial_lib.bounds import DualReLU
+    return DualReLU(nn.ReLU(), shape, shape)
+
+
+def _random_intervals(n=4000, seed=0):
+    """Pairs l <= u of both signs, ties l == u (negative, zero, positive), tiny and huge widths."""
+    g = torch.Generator().manual_seed(seed)
+    scale = 10.0 ** torch.randint(-6, 7, (n,), generator=g).to(DT)
+    a, b = torch.randn(n, generator=g, dtype=DT) * scale, torch.randn(n, generator=g, dtype=DT) * scale
+    l, u = torch.minimum(a, b), torch.maximum(a, b)
+    edge = torch.tensor([[-1.0, -1.0], [0.0, 0.0], [2.0, 2.0], [-3.0, 0.0], [0.0, 3.0], [-1e-30, 1e30],
+                         [-1e30, 1e-30], [-1e30, 1e30], [-1e-12, 1e-12], [-5.0, 1e-300]], dtype=DT)
+    return torch.cat([l, edge[:, 0]]), torch.cat([u, edge[:, 1]])
+
+
+def test_relu_relaxation_contains_the_relu():
+    """lower(z) <= relu(z) <= upper(z) for z in [l, u], the paper's slopes on unstable neurons,
+    exact lines on stable ones, and every alpha in [0, 1] a valid lower line."""
+    from tutorial_lib.bounds import DualActivation
+    l, u = _random_intervals()
+    n = l.shape[0]
+    layer = _relu_layer((n,))
+    assert isinstance(layer, DualActivation) and layer.parallel and layer.exact_encoding
+    layer.set_bounds(l.unsqueeze(0), u.unsqueeze(0))
+    ls, li, us, ui = (t[0] for t in (layer.lower_slope, layer.lower_intercept, layer.upper_slope,
+                                     layer.upper_intercept))
+    g = torch.Generator().manual_seed(1)
+    t = torch.cat([torch.tensor([0.0, 1.0], dtype=DT).view(2, 1).expand(2, n),
+                   torch.rand(200, n, generator=g, dtype=DT)])
+    z = l + t * (u - l)                                           # (201, n) points in [l, u]
+    z = torch.cat([z, torch.where((l < 0) & (u > 0), 0.0, l).unsqueeze(0)])  # the kink
+    slack = 1e-12 * (z.abs() + l.abs() + u.abs())
+    a = torch.relu(z)
+    assert (ls * z + li <= a + slack).all()
+    assert (a <= us * z + ui + slack).all()
+    unst = (l < 0) & (u > 0)
+    assert unst.sum() > 1000 and (~unst).sum() > 1000
+    d = u / (u - l)
+    assert torch.allclose(us[unst], d[unst], rtol=1e-15, atol=0)           # u / (u - l)
+    assert torch.allclose(ui[unst], -d[unst] * l[unst], rtol=1e-15, atol=0)
+    assert torch.equal(ls, us) and (li == 0).all()                          # paper: alpha = d
+    assert ((ls >= 0) & (ls <= 1)).all() and (ui >= 0).all()
+    on, off = l >= 0, u <= 0
+    assert (us[on] == 1).all() and (ui[on] == 0).all() and (us[off & ~on] == 0).all()
+    assert (ui[off] == 0).all()
+    # interval image and forward
+    lo, hi = layer.interval(l, u)
+    assert torch.equal(lo, torch.relu(l)) and torch.equal(hi, torch.relu(u))
+    # any alpha in [0, 1] gives a lower line a >= alpha z on unstable neurons; the others are
+    # tight (one line, a = z or a = 0) and keep it
+    alpha = torch.rand(1, 3, n, generator=g, dtype=DT)
+    slope, icpt = layer.lower_line(alpha)
+    assert icpt is None and torch.equal(layer.tight[0], ~unst)
+    za, aa, sa = z[:, unst].unsqueeze(1), a[:, unst].unsqueeze(1), slack[:, unst].unsqueeze(1)
+    assert (slope[0][:, unst] * za <= aa + sa).all()
+    assert torch.equal(ls[~unst], us[~unst]) and torch.equal(li[~unst], ui[~unst])
+
+
+def test_generic_backward_matches_the_relaxation():
+    """The dual pull-back of one activation: nu' . z + c_lo <= nu . act(z) <= nu' . z + c_up
+    for sampled z in [l, u], with the paper's slopes and with random alpha in [0, 1]."""
+    g = torch.Generator().manual_seed(2)
+    N, m, n = 3, 5, 40
+    l = torch.randn(N, n, generator=g, dtype=DT)
+    u = l + torch.rand(N, n, generator=g, dtype=DT) * 2
+    layer = _relu_layer((n,))
+    layer.set_bounds(l, u)
+    nu = torch.randn(1, m, n, generator=g, dtype=DT)
+    z = l.unsqueeze(1) + torch.rand(N, 50, n, generator=g, dtype=DT) * (u - l).unsqueeze(1)
+    val = (torch.relu(z).unsqueeze(2) * nu.unsqueeze(1)).sum(-1)            # (N, 50, m)
+    nu2, c_lo, c_up = layer.backward(nu)
+    lin = (z.unsqueeze(2) * nu2.unsqueeze(1)).sum(-1)
+    assert (lin + c_lo.unsqueeze(1) <= val + 1e-12).all() and (val <= lin + c_up.unsqueeze(1) + 1e-12).all()
+    alpha = torch.rand(N, m, n, generator=g, dtype=DT)
+    nu3, c3, none = layer.backward(nu, alpha, upper=False)
+    assert none is None
+    lin3 = (z.unsqueeze(2) * nu3.unsqueeze(1)).sum(-1)
+    assert (lin3 + c3.unsqueeze(1) <= val + 1e-12).all()
+
+
+class _LeakyBase:
+    """Test-only activations built from forward + relax alone: leaky ReLU, slope C below 0."""
+
+    C = 0.1
+
+    def forward(self, h):
+        return torch.where(h >= 0, h, self.C * h)
+
+    def _chord(self, l, u):
+        unst = (l < 0) & (u > 0)
+        safe = torch.where(unst, u - l, torch.ones_like(u))
+        d = torch.where(unst, (u - self.C * l) / safe, torch.where(l >= 0, 1.0, self.C).to(u.dtype))
+        return unst, d, torch.where(unst, (self.C - d) * l, torch.zeros_like(l))
+
+
+def _leaky_classes():
+    from tutorial_lib.bounds import DualActivation
+
+    class ParallelLeaky(_LeakyBase, DualActivation):  # lower line parallel to the chord
+        parallel = True
+
+        def relax(self, l, u):
+            unst, d, w = self._chord(l, u)
+            return d, torch.zeros_like(l), d, w
+
+    class AdaptiveLeaky(_LeakyBase, DualActivation):  # lower slope 1 or C: not parallel
+        def relax(self, l, u):
+            unst, d, w = self._chord(l, u)
+            low = torch.where(unst, torch.where(u > -l, 1.0, self.C).to(u.dtype), d)
+            return low, torch.zeros_like(l), d, w
+
+    return ParallelLeaky, AdaptiveLeaky
+
+
+@pytest.mark.parametrize("kind", [0, 1])
+def test_a_new_activation_is_one_class(kind, monkeypatch):
+    """An activation given only as forward + relax works in every method through the
+    interface: dual (one pass if parallel, two otherwise) == the LP over the same lines, both
+    below sampled outputs; the receptive-field path equals the dense one; the MILP refuses."""
+    from tutorial_lib.bounds import dual as D, patches
+    from tutorial_lib.bounds.layers import LAYER_TYPES
+    from tutorial_lib.bounds.spec import prepare
+
+    cls = _leaky_classes()[kind]
+    monkeypatch.setitem(LAYER_TYPES, nn.LeakyReLU, cls)
+    torch.manual_seed(0)
+    act = lambda: nn.LeakyReLU(cls.C)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, 2, 1), act(), nn.Conv2d(2, 3, 3, 1, 1), act(), nn.Flatten(),
+                        nn.Linear(27, 6), act(), nn.Linear(6, 3)).double()
+    x = torch.rand(2, 1, 6, 6, dtype=DT)
+    y = net(x).argmax(1)
+    eps = 0.1
+    du = dual_bounds(net, x, y, eps)
+    ib = interval_bounds(net, x, y, eps)
+    lp = lp_bounds(net, x, y, eps, pre_bounds=du.pre_bounds).lower
+    assert torch.allclose(du.lower, lp, atol=1e-6)      # the LP over the same lines is the dual
+    assert (ib.lower <= du.lower + 1e-9).sum() > 0
+    lo, hi = box(x, eps, (0.0, 1.0))
+    g = torch.Generator().manual_seed(0)
+    C = margin_spec(y, 3).to(DT)
+    for n in range(2):
+        xs = lo[n] + (hi[n] - lo[n]) * torch.rand(2000, 1, 6, 6, generator=g, dtype=DT)
+        with torch.no_grad():
+            vals = net(xs) @ C[n].t()
+        assert (du.lower[n] <= vals.min(0).values + 1e-9).all()
+    P = prepare(net, x, y, eps, None, (0.0, 1.0))
+    D._pre_bounds(P)
+    assert patches.applies(P.layers, 3) == cls.parallel
+    if cls.parallel:
+        ld, ud = D._identity_bounds(P, 3, None)
+        lq, uq = patches.conv_neuron_bounds(P.layers, 3, P.lo, P.hi)
+        assert torch.allclose(ld, lq, atol=1e-12) and torch.allclose(ud, uq, atol=1e-12)
+        fw = estimated_dual_bounds(net, x, y, eps, proj=None)
+        assert torch.allclose(fw.lower, du.lower, atol=1e-10)
+    else:
+        with pytest.raises(UnsupportedLayerError, match="slopes"):
+            estimated_dual_bounds(net, x, y, eps, proj=None)
+    opt = optimized_dual_bounds(net, x, y, eps, steps=3)      # nothing to optimise: the dual
+    assert torch.allclose(opt.lower, du.lower, atol=1e-12) and opt.alpha == []
+    with pytest.raises(UnsupportedLayerError, match="Leaky has no exact MILP encoding"):
+        milp_bounds(net, x, y, eps)
+
+
+# --------------------------------------------------------------------------- certification rule
+
+def test_is_certified_is_strict_and_never_for_nan():
+    from tutorial_lib.bounds import BoundResult, is_certified
+
+    low = torch.tensor([[1.0, 2.0], [0.0, 1.0], [float("nan"), 1.0], [1e-12, 3.0], [-1.0, 1.0]])
+    assert is_certified(low).tolist() == [True, False, False, True, False]
+    assert BoundResult(lower=low, pre_bounds=[], method="dual").certified.tolist() == \
+        [True, False, False, True, False]
+
+
+@pytest.mark.parametrize("bias", [0.0, float("nan")])
+def test_zero_or_nan_margin_bound_is_an_error(bias):
+    """A network whose margins are exactly 0 (a tie) or NaN: nothing is certified, every
+    example counts as a certified error, in every function that decides certification."""
+    from tutorial_lib.bounds import certified_accuracy_vs_eps
+
+    net, x, y, clip = make("small_cnn", seed=0, n=3)
+    with torch.no_grad():
+        net[-1].weight.zero_()
+        net[-1].bias.fill_(bias)
+    for fn in (dual_bounds, interval_bounds):
+        low = fn(net, x, y, 0.05, clip=clip).lower
+        assert (low == 0).all() if bias == 0 else torch.isnan(low).all()
+        assert not fn(net, x, y, 0.05, clip=clip).certified.any()
+    assert certified_error(net, x, y, 0.05, clip=clip) == 1.0
+    assert certified_error(net, x, y, 0.05, clip=clip, method="interval") == 1.0
+    assert float(robust_loss(net, x, y, 0.05, clip=clip)[1]) == 1.0
+    assert certified_accuracy_vs_eps(net, x, y, [0.0, 0.05], clip=clip) == [0.0, 0.0]

@@ -5,8 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from tutorial_lib.studies.polytope import (EXAMPLE_KEYS, draw_polytope_example, interval_box, outer_polytope,
-                                   polytope_example, tiny_mnist_mlp, train_toy_net, true_image)
+from tutorial_lib.studies.polytope import (
+    EXAMPLE_KEYS,
+    draw_polytope_example,
+    interval_box,
+    outer_polytope,
+    polytope_example,
+    tiny_mnist_mlp,
+    train_toy_net,
+    true_image,
+)
 
 X0 = [0.5, 0.25]
 TOL = 1e-4

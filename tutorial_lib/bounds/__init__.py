@@ -14,22 +14,26 @@ The default spec is the margins z_y - z_j for every j != y (m = K - 1, increasin
   (the training loss built on it is :class:`tutorial_lib.defenses.RobustTrainingLoss`)
 * :func:`certified_accuracy_vs_eps`  certified accuracy over a range of radii
 * :func:`estimated_dual_bounds`  random-projection estimate (training only, not sound)
+* :func:`is_certified`           the one certification rule: every row's lower bound > 0
 
 Supported layers: nn.Linear, nn.Conv2d, nn.ReLU, nn.Flatten and tutorial_lib.models.Normalize
-inside an nn.Sequential whose last layer is nn.Linear.
+inside an nn.Sequential whose last layer is nn.Linear. Activations share one interface,
+:class:`DualActivation` (``bounds/activations.py``): a per-neuron linear relaxation on the
+pre-activation bounds, from which the dual, LP and MILP code is written; :class:`DualReLU` is
+one subclass. The LP/MILP use scipy.sparse and cvxpy (HiGHS).
 """
+from .activations import DualActivation, DualReLU
 from .dual import dual_bounds, estimated_dual_bounds, optimized_dual_bounds
 from .interval import interval_bounds
-from .layers import (LAYER_TYPES, DualConv2d, DualFlatten, DualLayer, DualLinear, DualNormalize,
-                     DualReLU, UnsupportedLayerError)
+from .layers import LAYER_TYPES, DualConv2d, DualFlatten, DualLayer, DualLinear, DualNormalize, UnsupportedLayerError
 from .lp import SolverError, lp_bounds, milp_bounds
 from .robust import certified_accuracy_vs_eps, certified_error, margins_to_logits, robust_loss
-from .spec import BoundResult, margin_spec
+from .spec import BoundResult, is_certified, margin_spec
 
 __all__ = [
-    "BoundResult", "margin_spec", "interval_bounds", "dual_bounds", "optimized_dual_bounds",
+    "BoundResult", "is_certified", "margin_spec", "interval_bounds", "dual_bounds", "optimized_dual_bounds",
     "estimated_dual_bounds", "lp_bounds", "milp_bounds", "robust_loss", "certified_error",
     "margins_to_logits", "certified_accuracy_vs_eps", "SolverError",
     "UnsupportedLayerError", "LAYER_TYPES", "DualLayer",
-    "DualLinear", "DualConv2d", "DualNormalize", "DualFlatten", "DualReLU",
+    "DualLinear", "DualConv2d", "DualNormalize", "DualFlatten", "DualActivation", "DualReLU",
 ]

@@ -3,15 +3,18 @@ polytope"), computed backward through the transposed layers, batched over exampl
 
 Derivation used here (a lower bound of nu_T . h_T, h_T the network output):
   * affine layer h' = A h + b:   nu . h' = (A^T nu) . h + nu . b
-  * ReLU with bounds l < 0 < u on its input z (triangle relaxation, d = u / (u - l)):
-      nu_j >= 0:  nu_j a_j >= nu_j alpha_j z_j            (lower line, alpha_j in [0, 1])
-      nu_j <  0:  nu_j a_j >= nu_j d_j z_j - nu_j d_j l_j  (upper line)
-    stable neurons pass nu (l >= 0) or zero it (u <= 0). With the paper's alpha = d the pull-back
-    nu -> d * nu is linear, so one pass gives lower and upper bounds of every neuron at once.
+  * activation a = act(z) with bounds l <= z <= u and the relaxation lines
+    lo_j(z) <= a_j <= up_j(z) (:class:`~tutorial_lib.bounds.activations.DualActivation`):
+      nu_j >= 0:  nu_j a_j >= nu_j lo_j(z_j),   nu_j < 0:  nu_j a_j >= nu_j up_j(z_j).
+    For the ReLU (triangle relaxation, d = u / (u - l)) on unstable neurons lo(z) = alpha z
+    (alpha in [0, 1]) and up(z) = d (z - l); stable neurons pass nu (l >= 0) or zero it
+    (u <= 0). With equal slopes (the paper's alpha = d) the pull-back nu -> d * nu is linear,
+    so one pass gives lower and upper bounds of every neuron at once; otherwise the upper
+    bound is minus the lower bound of -nu (a second pass).
   * input box lo <= x <= hi (the l_inf ball intersected with the pixel box):
       min nu . x = nu . (lo + hi) / 2 - |nu| . (hi - lo) / 2.
 This equals the paper's J(nu) (Theorem 1) with nu_hat the coefficient pulled back to a ReLU
-output. Intermediate bounds of the input of ReLU k use nu = identity pulled back from there.
+output. Intermediate bounds of the input of activation k use nu = identity pulled back from there.
 
 Random projections (Wong et al. 2018) need the forward direction (the l1 terms are estimated
 by pushing k Cauchy vectors from each source forward); :func:`estimated_dual_bounds` does that
@@ -20,14 +23,16 @@ and is for training only: its bounds are not certificates.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from . import patches
-from .layers import DualReLU, _numel
-from .spec import BoundResult, Problem, check_pre_bounds, prepare
+from .activations import DualActivation
+from .base import DualLayer
+from .layers import _numel
+from .spec import BoundResult, Eps, PreBounds, Problem, check_pre_bounds, prepare
 
 __all__ = ["dual_bounds", "optimized_dual_bounds", "estimated_dual_bounds"]
 
@@ -43,12 +48,19 @@ def _input_term(nu0: Tensor, lo: Tensor, hi: Tensor) -> Tuple[Tensor, Tensor]:
     return n0.matmul(mid.unsqueeze(-1)).squeeze(-1), n0.abs().matmul(rad.unsqueeze(-1)).squeeze(-1)
 
 
-def _backward(layers, start: int, nu: Tensor, lo: Tensor, hi: Tensor,
-              alphas: Optional[Dict[int, Tensor]] = None, upper: bool = True):
-    """Bound nu . h_start (h_start: output of layers[start-1]) over the input box.
+def _backward(layers: Sequence[DualLayer], start: int, nu: Tensor, lo: Tensor, hi: Tensor,
+              alphas: Optional[Dict[int, Tensor]] = None,
+              upper: bool = True) -> Tuple[Tensor, Optional[Tensor]]:
+    """Bound nu . h_start (h_start: output of layers[start-1]) over the input box [lo, hi].
 
-    nu: (B, m, *shape). Returns (lower (N, m), upper (N, m) or None).
+    nu: (B, m, *shape); alphas: {layer index: lower-line parameters (N, m, *shape)}.
+    Returns (lower (N, m), upper (N, m) or None).
     """
+    if upper and not all(l.parallel for l in layers[:start] if isinstance(l, DualActivation)):
+        # the pull-back is not linear in nu: the upper bound is -(lower bound of -nu)
+        low, _ = _backward(layers, start, nu, lo, hi, alphas, upper=False)
+        neg, _ = _backward(layers, start, -nu, lo, hi, alphas, upper=False)
+        return low, -neg
     c_lo = c_up = 0
     for i in range(start - 1, -1, -1):
         a = alphas.get(i) if alphas else None
@@ -79,24 +91,41 @@ def _identity_bounds(P: Problem, i: int, max_rows: Optional[int]) -> Tuple[Tenso
     return torch.cat(lows, 1).view(N, *shape), torch.cat(ups, 1).view(N, *shape)
 
 
-def _pre_bounds(P: Problem, pre_bounds=None, intersect_ibp: bool = False,
-                max_rows: Optional[int] = None) -> List[Tuple[Tensor, Tensor]]:
-    """Set the bounds of every ReLU layer by layer (the dual network) and return them.
+def _interval_is_exact(layers: Sequence[DualLayer]) -> List[bool]:
+    """exact[i] (i = 0..len(layers)): True when interval arithmetic on the input of layers[i]
+    (the output of layers[i-1]) is exact: no activation before i and at most one layer that
+    mixes units (Linear, Conv2d; Normalize and Flatten do not), so that the input is the image
+    of the input box under one affine map with a single mixing step."""
+    exact, mixing, out = True, 0, [True]
+    for layer in layers:
+        if isinstance(layer, DualActivation):
+            exact = False
+        elif layer.affine and not layer.elementwise:
+            mixing += 1
+            exact = exact and mixing <= 1
+        out.append(exact)
+    return out
 
-    While the input of a ReLU is the image of the box under one mixing affine layer (plus
-    Normalize/Flatten), interval arithmetic is exact and is used instead (same value, cheaper).
-    intersect_ibp: also intersect with interval bounds propagated alongside (still sound).
+
+def _pre_bounds(P: Problem, pre_bounds: Optional[Sequence[Tuple[Tensor, Tensor]]] = None,
+                intersect_ibp: bool = False, max_rows: Optional[int] = None) -> PreBounds:
+    """Set the bounds of every activation layer by layer (the dual network) and return them,
+    one (l, u) per activation, each (N, *its input shape).
+
+    While the input of an activation is the image of the box under one mixing affine layer
+    (plus Normalize/Flatten), interval arithmetic is exact and is used instead (same value,
+    cheaper). intersect_ibp: also intersect with interval bounds propagated alongside (sound).
     """
     given = check_pre_bounds(P, pre_bounds) if pre_bounds is not None else None
     pre = []
     il, iu = P.lo, P.hi  # interval bounds of the current activation
-    exact, mixing, track = True, 0, True
-    last = max(P.relu_idx, default=-1)
+    exact, track = _interval_is_exact(P.layers), True
+    last = max(P.act_idx, default=-1)
     for i, layer in enumerate(P.layers[:last + 1]):
-        if isinstance(layer, DualReLU):
+        if isinstance(layer, DualActivation):
             if given is not None:
                 l, u = given[len(pre)]
-            elif exact:
+            elif exact[i]:
                 l, u = il, iu
             elif patches.applies(P.layers, i):  # same values, on receptive fields only
                 l, u = patches.conv_neuron_bounds(P.layers, i, P.lo, P.hi)
@@ -106,12 +135,8 @@ def _pre_bounds(P: Problem, pre_bounds=None, intersect_ibp: bool = False,
                     l, u = torch.maximum(l, il), torch.minimum(u, iu)
             layer.set_bounds(l, u)
             pre.append((l, u))
-            exact = False
             track = intersect_ibp and given is None
             il, iu = l, u
-        elif layer.affine and not layer.elementwise:
-            mixing += 1
-            exact = exact and mixing <= 1
         if track:
             il, iu = layer.interval(il, iu)
     return pre
@@ -122,38 +147,46 @@ def _final_lower(P: Problem, alphas: Optional[Dict[int, Tensor]] = None) -> Tens
     return lower
 
 
-def dual_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps, spec: Optional[Tensor] = None,
-                clip: Optional[Tuple[float, float]] = (0.0, 1.0), pre_bounds=None,
+def dual_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
+                spec: Optional[Tensor] = None, clip: Optional[Tuple[float, float]] = (0.0, 1.0),
+                pre_bounds: Optional[Sequence[Tuple[Tensor, Tensor]]] = None,
                 intersect_ibp: bool = False, max_rows: Optional[int] = None) -> BoundResult:
     """Wong & Kolter's dual-network lower bound on spec @ logits (exact, no projections).
 
     x: (N, *input_shape) in the box clip; y: (N,) labels for the default margin spec (or None
     with spec (N, m, K) / (m, K)); eps: l_inf radius (scalar or (N,)).
-    pre_bounds: optional list of (l, u) per ReLU to use instead of computing them.
+    pre_bounds: optional list of (l, u) per activation layer, each (N, *its input shape), to
+    use instead of computing them.
     intersect_ibp: intersect each layer's bounds with interval bounds (tighter, not the paper).
     max_rows: neurons per backward pass for intermediate bounds; None picks it so that one
     (N, rows, *layer) tensor has at most 2**27 entries (memory cap, same result).
-    Returns BoundResult(lower (N, m), pre_bounds). Differentiable w.r.t. the model.
+    Returns BoundResult(lower (N, m), pre_bounds (l, u) per activation, each (N, *shape)).
+    Differentiable w.r.t. the model.
     """
     P = prepare(model, x, y, eps, spec, clip)
     pre = _pre_bounds(P, pre_bounds, intersect_ibp, max_rows)
     return BoundResult(lower=_final_lower(P), pre_bounds=pre, method="dual")
 
 
-def optimized_dual_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps,
+def optimized_dual_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
                           spec: Optional[Tensor] = None,
                           clip: Optional[Tuple[float, float]] = (0.0, 1.0), steps: int = 100,
-                          lr: float = 0.1, pre_bounds=None, intersect_ibp: bool = False,
+                          lr: float = 0.1,
+                          pre_bounds: Optional[Sequence[Tuple[Tensor, Tensor]]] = None,
+                          intersect_ibp: bool = False,
                           max_rows: Optional[int] = None) -> BoundResult:
     """The dual bound with the final layer's free lower slopes alpha tuned by projected Adam.
 
     The pre-activation bounds stay those of :func:`dual_bounds` (or ``pre_bounds``); only the
-    lower slopes of unstable ReLUs in the final bound, one per example, spec row and neuron,
-    start at the paper's alpha = u / (u - l) and take ``steps`` gradient steps (clamped to
-    [0, 1]). Every alpha in [0, 1] gives a valid bound, so the elementwise best over all
-    iterates is returned; it is >= the paper's bound and <= the LP at the same pre-bounds.
-    Returns BoundResult(lower (N, m), alpha = per-ReLU slopes (N, m, *shape)), detached;
-    info['paper'] is the bound at the paper's slopes, info['history'] the mean bound per step.
+    parameters of the lower lines of optimisable activations (ReLU: the lower slopes of
+    unstable neurons) in the final bound, one per example, spec row and neuron, start at the
+    relaxation's own (paper's alpha = u / (u - l)) and take ``steps`` gradient steps, each
+    projected back to the valid set (ReLU: [0, 1]). Every valid alpha gives a valid bound, so
+    the elementwise best over all iterates is returned; it is >= the paper's bound and <= the
+    LP at the same pre-bounds. Shapes as in :func:`dual_bounds`.
+    Returns BoundResult(lower (N, m), alpha = per optimisable activation (N, m, *shape)),
+    detached; info['paper'] is the bound at the starting slopes, info['history'] the mean
+    bound per step.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
@@ -161,11 +194,12 @@ def optimized_dual_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps,
     with torch.no_grad():
         pre = _pre_bounds(P, pre_bounds, intersect_ibp, max_rows)
         pre = [(l.detach(), u.detach()) for l, u in pre]
-        for layer, (l, u) in zip(P.relus, pre):
+        for layer, (l, u) in zip(P.activations, pre):
             layer.set_bounds(l, u)
     m = P.C.shape[1]
-    alphas = {i: P.layers[i].d.unsqueeze(1).expand(-1, m, *P.layers[i].in_shape).clone()
-              .requires_grad_(True) for i in P.relu_idx}
+    alphas = {i: P.layers[i].alpha_init().unsqueeze(1).expand(-1, m, *P.layers[i].in_shape)
+              .clone().requires_grad_(True)
+              for i in P.act_idx if P.layers[i].optimisable}
     params = list(alphas.values())
     opt = torch.optim.Adam(params, lr=lr) if params else None
     best, best_alpha, history = None, None, []
@@ -190,19 +224,24 @@ def optimized_dual_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps,
                 a.grad = g
             opt.step()
             with torch.no_grad():
-                for a in params:
-                    a.clamp_(0.0, 1.0)
+                for i, a in alphas.items():
+                    P.layers[i].project_alpha_(a)
     return BoundResult(lower=best, pre_bounds=pre, method="dual-opt", alpha=best_alpha,
                        info={"paper": paper, "history": history})
 
 
-def _forward_pre_bounds(P: Problem, proj: Optional[int], generator=None):
+def _forward_pre_bounds(P: Problem, proj: Optional[int],
+                        generator: Optional[torch.Generator] = None) -> PreBounds:
     """Layer-by-layer bounds by pushing sources forward (convex_adversarial's direction).
 
     proj=None: exact (identity sources; for checking only, memory ~ sum of layer sizes^2).
     proj=k: the l1 terms are estimated with k Cauchy projections and the median estimator
-    (Wong et al. 2018), so the bounds are NOT sound. Sets each ReLU's bounds; returns them.
+    (Wong et al. 2018), so the bounds are NOT sound. Sets each activation's bounds; returns
+    them. Needs parallel relaxations: a = slope z + lower_intercept + t (intercept_diff) with
+    t in [0, 1] per neuron, the last term a new source.
     """
+    for layer in P.activations:
+        layer.require_parallel("estimated_dual_bounds")
     N, dt, dev = P.x.shape[0], P.x.dtype, P.x.device
 
     def cauchy(shape):  # tan(pi (u - 1/2)) is standard Cauchy; ~4x faster than cauchy_ on CPU
@@ -220,19 +259,19 @@ def _forward_pre_bounds(P: Problem, proj: Optional[int], generator=None):
     else:
         n0 = _numel(in_shape)
         src_in = torch.eye(n0, dtype=dt, device=dev).view(1, n0, *in_shape) * rad.unsqueeze(1)
-    relu_srcs: List[Tuple[Tensor, Optional[Tensor]]] = []
+    act_srcs: List[Tuple[Tensor, Optional[Tensor]]] = []
     pre = []
     il, iu = P.lo, P.hi
-    exact, mixing = True, 0
-    last = max(P.relu_idx, default=-1)
-    for layer in P.layers[:last + 1]:
-        if isinstance(layer, DualReLU):
-            if exact:
+    exact = _interval_is_exact(P.layers)
+    last = max(P.act_idx, default=-1)
+    for i, layer in enumerate(P.layers[:last + 1]):
+        if isinstance(layer, DualActivation):
+            if exact[i]:
                 l, u = il, iu
             else:
                 r = l1(src_in)
                 l, u = h - r, h + r
-                for V, v_lin in relu_srcs:
+                for V, v_lin in act_srcs:
                     if proj:  # sum_p w_p min(v_p, 0) = (sum w v - sum |w v|) / 2
                         e, s = l1(V), v_lin[:, 0]
                         l, u = l + (s - e) / 2, u + (s + e) / 2
@@ -240,30 +279,29 @@ def _forward_pre_bounds(P: Problem, proj: Optional[int], generator=None):
                         l, u = l + V.clamp(max=0).sum(1), u + V.clamp(min=0).sum(1)
             layer.set_bounds(l, u)
             pre.append((l, u))
-            exact = False
-            h, src_in = layer.d * h, layer.linear(src_in)
-            relu_srcs = [(layer.linear(V), None if v is None else layer.linear(v))
-                         for V, v in relu_srcs]
-            w = layer.w.unsqueeze(1)
+            h = layer.lower_slope * h
+            if not layer.zero_lower_intercept:
+                h = h + layer.lower_intercept
+            src_in = layer.linear(src_in)
+            act_srcs = [(layer.linear(V), None if v is None else layer.linear(v))
+                        for V, v in act_srcs]
+            w = layer.intercept_diff.unsqueeze(1)
             if proj:
-                relu_srcs.append((w * cauchy(layer.in_shape), w))
+                act_srcs.append((w * cauchy(layer.in_shape), w))
             else:
                 n = _numel(layer.in_shape)
-                relu_srcs.append((torch.eye(n, dtype=dt, device=dev).view(1, n, *layer.in_shape) * w,
-                                  None))
+                act_srcs.append((torch.eye(n, dtype=dt, device=dev).view(1, n, *layer.in_shape) * w,
+                                 None))
         else:
             h, src_in = layer.forward(h), layer.linear(src_in)
-            relu_srcs = [(layer.linear(V), None if v is None else layer.linear(v))
-                         for V, v in relu_srcs]
-            if layer.affine and not layer.elementwise:
-                mixing += 1
-                exact = exact and mixing <= 1
-            if exact:
+            act_srcs = [(layer.linear(V), None if v is None else layer.linear(v))
+                        for V, v in act_srcs]
+            if exact[i + 1]:
                 il, iu = layer.interval(il, iu)
     return pre
 
 
-def estimated_dual_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps,
+def estimated_dual_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
                           spec: Optional[Tensor] = None,
                           clip: Optional[Tuple[float, float]] = (0.0, 1.0), proj: int = 50,
                           generator: Optional[torch.Generator] = None) -> BoundResult:

@@ -5,12 +5,14 @@ are per example: a layer maps ``(N, *in_shape)`` to ``(N, *out_shape)``. Coeffic
 tensors ("nu", one row per bounded quantity) have shape ``(B, m, *shape)`` where ``B`` is
 the batch size or 1 (shared by all examples, broadcast later).
 
-Adding a layer type: subclass :class:`DualAffine` (implement ``forward``, ``linear``,
-``linear_abs``, ``transpose``) and register it in :data:`LAYER_TYPES`.
+Adding an affine layer type: subclass :class:`DualAffine` (implement ``forward``, ``linear``,
+``linear_abs``, ``transpose``) and register it in :data:`LAYER_TYPES`. Adding an activation:
+subclass :class:`tutorial_lib.bounds.activations.DualActivation` (``forward`` and its linear
+relaxation ``relax``) and register it the same way.
 """
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -19,43 +21,19 @@ from torch import Tensor, nn
 
 from tutorial_lib.models import Normalize
 
+from .activations import DualActivation, DualReLU
+from .base import DualLayer, UnsupportedLayerError
+
 __all__ = [
     "UnsupportedLayerError", "DualLayer", "DualAffine", "DualLinear", "DualConv2d",
-    "DualNormalize", "DualFlatten", "DualReLU", "LAYER_TYPES", "build_layers",
+    "DualNormalize", "DualFlatten", "DualActivation", "DualReLU", "LAYER_TYPES", "build_layers",
     "supported_layer_names",
 ]
-
-
-class UnsupportedLayerError(TypeError):
-    """A layer (or a configuration of a layer) that the bound code cannot handle."""
 
 
 def _rows(t: Tensor, lead: int = 2) -> Tensor:
     """Merge the ``lead`` leading dims: (B, m, *s) -> (B*m, *s)."""
     return t.reshape(-1, *t.shape[lead:])
-
-
-class DualLayer(ABC):
-    """Interface. ``in_shape``/``out_shape`` exclude the batch dim."""
-
-    affine = True        # False only for ReLU
-    elementwise = False  # True if the linear part is a positive diagonal map or a reshape
-
-    def __init__(self, module: nn.Module, in_shape: Tuple[int, ...], out_shape: Tuple[int, ...]):
-        self.module = module
-        self.in_shape = tuple(in_shape)
-        self.out_shape = tuple(out_shape)
-
-    @abstractmethod
-    def forward(self, h: Tensor) -> Tensor:
-        """Concrete evaluation, (N, *in) -> (N, *out)."""
-
-    @abstractmethod
-    def interval(self, l: Tensor, u: Tensor) -> Tuple[Tensor, Tensor]:
-        """Interval image of the box [l, u] (each (N, *in)), exact for one affine layer."""
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.in_shape} -> {self.out_shape})"
 
 
 class DualAffine(DualLayer):
@@ -77,12 +55,13 @@ class DualAffine(DualLayer):
         """nu . b, (B, m, *out) -> (B, m); None when there is no bias."""
         return None
 
-    def interval(self, l, u):
+    def interval(self, l: Tensor, u: Tensor) -> Tuple[Tensor, Tensor]:
         c, r = (u + l) / 2, (u - l) / 2
         c, r = self.forward(c), self.linear_abs(r)
         return c - r, c + r
 
-    def backward(self, nu: Tensor, alpha: Optional[Tensor] = None, upper: bool = True):
+    def backward(self, nu: Tensor, alpha: Optional[Tensor] = None,
+                 upper: bool = True) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
         """Pull a bound on nu . h_out back to nu' . h_in + const: returns (nu', c_lo, c_up)."""
         c = self.bias_dot(nu)
         return self.transpose(nu), c, c
@@ -98,7 +77,7 @@ def _numel(shape: Sequence[int]) -> int:
 class DualLinear(DualAffine):
     """nn.Linear on (N, features) inputs."""
 
-    def __init__(self, module, in_shape, out_shape):
+    def __init__(self, module: nn.Module, in_shape: Tuple[int, ...], out_shape: Tuple[int, ...]):
         if len(in_shape) != 1:
             raise UnsupportedLayerError(
                 f"{module!r} sees inputs of shape {tuple(in_shape)} per example; bounds support "
@@ -106,19 +85,19 @@ class DualLinear(DualAffine):
         super().__init__(module, in_shape, out_shape)
         self.W, self.b = module.weight, module.bias
 
-    def forward(self, h):
+    def forward(self, h: Tensor) -> Tensor:
         return F.linear(h, self.W, self.b)
 
-    def linear(self, v):
+    def linear(self, v: Tensor) -> Tensor:
         return F.linear(v, self.W)
 
-    def linear_abs(self, r):
+    def linear_abs(self, r: Tensor) -> Tensor:
         return F.linear(r, self.W.abs())
 
-    def transpose(self, nu):
+    def transpose(self, nu: Tensor) -> Tensor:
         return nu.matmul(self.W)
 
-    def bias_dot(self, nu):
+    def bias_dot(self, nu: Tensor) -> Optional[Tensor]:
         return None if self.b is None else nu.matmul(self.b)
 
 
@@ -152,7 +131,7 @@ class _FoldTranspose(torch.autograd.Function):
 class DualConv2d(DualAffine):
     """nn.Conv2d (any stride, dilation, groups, integer or 'same'/'valid' zero padding)."""
 
-    def __init__(self, module, in_shape, out_shape):
+    def __init__(self, module: nn.Module, in_shape: Tuple[int, ...], out_shape: Tuple[int, ...]):
         super().__init__(module, in_shape, out_shape)
         if module.padding_mode != "zeros":
             raise UnsupportedLayerError(
@@ -185,22 +164,22 @@ class DualConv2d(DualAffine):
         return (self.groups == 1 and self.symmetric and self.W.shape[1] <= 3
                 and self.W.device.type == "cpu")
 
-    def _conv(self, v, W, b):
+    def _conv(self, v: Tensor, W: Tensor, b: Optional[Tensor]) -> Tensor:
         if self.symmetric:
             return F.conv2d(v, W, b, self.stride, (self.pads[2], self.pads[0]),
                             self.dilation, self.groups)
         return F.conv2d(F.pad(v, self.pads), W, b, self.stride, 0, self.dilation, self.groups)
 
-    def forward(self, h):
+    def forward(self, h: Tensor) -> Tensor:
         return self._conv(h, self.W, self.b)
 
-    def linear(self, v):
+    def linear(self, v: Tensor) -> Tensor:
         return self._conv(_rows(v), self.W, None).view(*v.shape[:2], *self.out_shape)
 
-    def linear_abs(self, r):
+    def linear_abs(self, r: Tensor) -> Tensor:
         return self._conv(r, self.W.abs(), None)
 
-    def transpose(self, nu):
+    def transpose(self, nu: Tensor) -> Tensor:
         lead = nu.shape[:2]
         if self.use_fold:
             out = _FoldTranspose.apply(_rows(nu), self.W, self.in_shape[1:], self.stride,
@@ -213,7 +192,7 @@ class DualConv2d(DualAffine):
         t = t[:, :, top:H - bot, l:W - r]
         return t.reshape(*lead, *self.in_shape)
 
-    def bias_dot(self, nu):
+    def bias_dot(self, nu: Tensor) -> Optional[Tensor]:
         if self.b is None:
             return None
         return nu.sum(dim=(-1, -2)).matmul(self.b)
@@ -224,7 +203,7 @@ class DualNormalize(DualAffine):
 
     elementwise = True
 
-    def __init__(self, module, in_shape, out_shape):
+    def __init__(self, module: nn.Module, in_shape: Tuple[int, ...], out_shape: Tuple[int, ...]):
         if len(in_shape) != 3 or tuple(out_shape) != tuple(in_shape):
             raise UnsupportedLayerError(
                 f"{module!r} needs (N, C, H, W) inputs with C matching its mean/std; got {in_shape}")
@@ -232,19 +211,19 @@ class DualNormalize(DualAffine):
         self.mean = module.mean.reshape(-1, 1, 1)
         self.inv_std = 1.0 / module.std.reshape(-1, 1, 1)
 
-    def forward(self, h):
+    def forward(self, h: Tensor) -> Tensor:
         return (h - self.mean) * self.inv_std
 
-    def linear(self, v):
+    def linear(self, v: Tensor) -> Tensor:
         return v * self.inv_std
 
-    def linear_abs(self, r):
+    def linear_abs(self, r: Tensor) -> Tensor:
         return r * self.inv_std
 
-    def transpose(self, nu):
+    def transpose(self, nu: Tensor) -> Tensor:
         return nu * self.inv_std
 
-    def bias_dot(self, nu):
+    def bias_dot(self, nu: Tensor) -> Optional[Tensor]:
         return -(nu * (self.mean * self.inv_std)).flatten(2).sum(-1)
 
 
@@ -253,85 +232,26 @@ class DualFlatten(DualAffine):
 
     elementwise = True
 
-    def __init__(self, module, in_shape, out_shape):
+    def __init__(self, module: nn.Module, in_shape: Tuple[int, ...], out_shape: Tuple[int, ...]):
         if module.start_dim != 1 or module.end_dim != -1:
             raise UnsupportedLayerError(
                 f"{module!r}: only nn.Flatten(start_dim=1, end_dim=-1) is supported")
         super().__init__(module, in_shape, out_shape)
 
-    def forward(self, h):
+    def forward(self, h: Tensor) -> Tensor:
         return h.reshape(h.shape[0], *self.out_shape)
 
-    def linear(self, v):
+    def linear(self, v: Tensor) -> Tensor:
         return v.reshape(*v.shape[:2], *self.out_shape)
 
-    def linear_abs(self, r):
+    def linear_abs(self, r: Tensor) -> Tensor:
         return self.forward(r)
 
-    def transpose(self, nu):
+    def transpose(self, nu: Tensor) -> Tensor:
         return nu.reshape(*nu.shape[:2], *self.in_shape)
 
-    def interval(self, l, u):
+    def interval(self, l: Tensor, u: Tensor) -> Tuple[Tensor, Tensor]:
         return self.forward(l), self.forward(u)
-
-
-def _wdot(nu: Tensor, w: Tensor) -> Tensor:
-    """sum over neurons of nu * w: nu (B, m, *s), w (N, *s) -> (N, m)."""
-    v, w = nu.flatten(2), w.flatten(1)
-    if v.shape[0] == 1:
-        return w.matmul(v[0].t())
-    return v.matmul(w.unsqueeze(-1)).squeeze(-1)
-
-
-class DualReLU(DualLayer):
-    """ReLU with the triangle relaxation given bounds l <= z <= u on its input.
-
-    Unstable neurons (l < 0 < u) use the upper line a <= d (z - l), d = u / (u - l), and the
-    lower line a >= alpha z with alpha in [0, 1]; the paper's choice is alpha = d.
-    """
-
-    affine = False
-
-    def __init__(self, module, in_shape, out_shape):
-        super().__init__(module, in_shape, out_shape)
-        self.l = self.u = None
-
-    def forward(self, h):
-        return torch.relu(h)
-
-    def interval(self, l, u):
-        return torch.relu(l), torch.relu(u)
-
-    def set_bounds(self, l: Tensor, u: Tensor) -> None:
-        """l, u: (N, *in_shape). Caches the slopes d and offsets w = -d l (unstable only)."""
-        self.l, self.u = l, u
-        self.active = l >= 0
-        self.unstable = (l < 0) & (u > 0)
-        safe = torch.where(self.unstable, u - l, torch.ones_like(u))
-        self.d = torch.where(self.unstable, u / safe, self.active.to(u.dtype))
-        self.w = torch.where(self.unstable, -self.d * l, torch.zeros_like(l))  # >= 0
-
-    def linear(self, v):
-        """The relaxation's linear part with alpha = d: v (N, k, *s) -> d * v."""
-        return self.d.unsqueeze(1) * v
-
-    def backward(self, nu: Tensor, alpha: Optional[Tensor] = None, upper: bool = True):
-        """Pull nu . a back to nu' . z + const over the relaxation.
-
-        nu: (B, m, *s). alpha: None (paper slopes, linear in nu, gives lower and upper
-        constants) or lower slopes of shape (N, m, *s) (lower bound only).
-        Returns (nu', c_lo (N, m), c_up (N, m) or None).
-        """
-        d = self.d.unsqueeze(1)
-        if alpha is None:
-            # sum w min(nu, 0) = (w.nu - w.|nu|) / 2 and sum w max(nu, 0) = (w.nu + w.|nu|) / 2,
-            # as two batched dot products (cheaper than clamping twice)
-            s, a = _wdot(nu, self.w), _wdot(nu.abs(), self.w)
-            return d * nu, (s - a) / 2, ((s + a) / 2 if upper else None)
-        neg = nu.clamp(max=0)
-        c_lo = _wdot(neg, self.w)
-        lower_part = alpha * nu.clamp(min=0) + d * neg
-        return torch.where(self.unstable.unsqueeze(1), lower_part, d * nu), c_lo, None
 
 
 LAYER_TYPES: Dict[type, type] = {

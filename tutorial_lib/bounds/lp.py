@@ -1,23 +1,31 @@
 """LP (triangle relaxation) and MILP (exact) bounds with cvxpy + HiGHS, one example at a time.
 
-The network is rewritten as dense (sparse-stored) affine maps between ReLUs: every chain of
-Linear/Conv2d/Normalize/Flatten layers becomes z = A h + b, found by applying the chain to the
-identity basis. Meant for small networks and a few examples.
+The network is rewritten as dense (sparse-stored, scipy.sparse) affine maps between activation
+layers: every chain of Linear/Conv2d/Normalize/Flatten layers becomes z = A h + b, found by
+applying the chain to the identity basis. Each activation adds its own constraints between z
+and its output a: :meth:`DualActivation.lp_constraints` (ReLU: the triangle) for the LP,
+:meth:`DualActivation.milp_constraints` (ReLU: big-M with binaries) for the MILP; an activation
+without an exact encoding makes :func:`milp_bounds` raise UnsupportedLayerError. Meant for
+small networks and a few examples.
 """
 from __future__ import annotations
 
 import time
 import warnings
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
 
+from .activations import DualActivation
+from .base import UnsupportedLayerError
 from .dual import _pre_bounds
-from .layers import DualReLU, _numel
-from .spec import BoundResult, Problem, check_pre_bounds, prepare
+from .layers import _numel
+from .spec import BoundResult, Eps, PreBounds, Problem, check_pre_bounds, prepare
+
+NumpyBounds = List[Tuple[np.ndarray, np.ndarray]]  # per activation: (l, u) float64 (n,)
 
 __all__ = ["lp_bounds", "milp_bounds", "SolverError"]
 
@@ -33,11 +41,12 @@ _MILP_OPTS = dict(output_flag=False, mip_rel_gap=1e-9, mip_abs_gap=1e-9, mip_fea
 
 
 def _affine_blocks(P: Problem) -> List[Tuple[sp.csr_matrix, np.ndarray]]:
-    """(A, b) float64 for each affine chain: before ReLU 1, ..., after the last ReLU."""
+    """(A (n_out, n_in), b (n_out,)) float64 for each affine chain: before activation 1, ...,
+    after the last activation."""
     blocks, chain = [], []
     shape = P.layers[0].in_shape
     for layer in P.layers + [None]:
-        if layer is None or isinstance(layer, DualReLU):
+        if layer is None or isinstance(layer, DualActivation):
             n = _numel(shape)
             with torch.no_grad():
                 v = torch.eye(n, dtype=P.x.dtype, device=P.x.device).view(1, n, *shape)
@@ -54,7 +63,7 @@ def _affine_blocks(P: Problem) -> List[Tuple[sp.csr_matrix, np.ndarray]]:
     return blocks
 
 
-def _solve(prob, opts, what: str):
+def _solve(prob, opts: dict, what: str) -> None:
     import cvxpy as cp
     try:
         with warnings.catch_warnings():  # "may be inaccurate": any non-optimal status raises below
@@ -67,32 +76,20 @@ def _solve(prob, opts, what: str):
                           "(invalid pre-activation bounds make the problem infeasible)")
 
 
-def _solve_example(blocks, pre, lo, hi, C, integer: bool, opts, tag: str):
-    """Minimise each row of C @ logits for one example. Returns (values, x per row, mip bounds)."""
+def _solve_example(blocks: List[Tuple[sp.csr_matrix, np.ndarray]], acts: Sequence[DualActivation],
+                   pre: NumpyBounds, lo: np.ndarray, hi: np.ndarray, C: np.ndarray, integer: bool,
+                   opts: dict, tag: str) -> Tuple[List[float], List[np.ndarray], List[float]]:
+    """Minimise each row of C (m, K) @ logits for one example over the box [lo, hi] (n0,).
+
+    Returns (values (m), x per row (m, each (n0,)), the MILP's proven lower bounds (m) or [])."""
     import cvxpy as cp
     x = cp.Variable(lo.size)
     cons = [x >= lo, x <= hi]
     h = x
-    for (A, b), (l, u) in zip(blocks[:-1], pre):
+    for (A, b), act, (l, u) in zip(blocks[:-1], acts, pre):
         a = cp.Variable(l.size)
-        off = (u <= 0)
-        on = (l >= 0) & ~off
-        unst = ~off & ~on
-        if off.any():
-            cons.append(a[np.flatnonzero(off)] == 0)
-        if on.any():
-            i = np.flatnonzero(on)
-            cons.append(a[i] == A[i] @ h + b[i])
-        if unst.any():
-            i = np.flatnonzero(unst)
-            z, au, li, ui = A[i] @ h + b[i], a[i], l[i], u[i]
-            cons += [au >= 0, au >= z]
-            if integer:  # big-M with the pre-activation bounds: delta = 1 <=> active
-                delta = cp.Variable(i.size, boolean=True)
-                cons += [au <= z - cp.multiply(li, 1 - delta), au <= cp.multiply(ui, delta)]
-            else:
-                s = ui / (ui - li)
-                cons.append(au <= cp.multiply(s, z) - s * li)
+        z_of = lambda i, A=A, b=b, h=h: A[i] @ h + b[i]
+        cons += (act.milp_constraints if integer else act.lp_constraints)(a, z_of, l, u)
         h = a
     A, b = blocks[-1]
     CA, Cb = sp.csr_matrix(C) @ A, C @ b
@@ -122,8 +119,18 @@ def _mip_lower(prob, obj: float, what: str) -> float:
     return min(bound, obj)
 
 
-def _setup(model, x, y, eps, spec, clip, pre_bounds, intersect):
+def _setup(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps, spec: Optional[Tensor],
+           clip: Optional[Tuple[float, float]], pre_bounds, intersect: bool, exact: bool = False
+           ) -> Tuple[Problem, PreBounds, List[NumpyBounds], List[Tuple[sp.csr_matrix, np.ndarray]]]:
+    """Checked problem, pre-activation bounds (torch and per example numpy) and affine blocks."""
     P = prepare(model, x, y, eps, spec, clip)
+    if exact:
+        for act in P.activations:
+            if not act.exact_encoding:
+                raise UnsupportedLayerError(
+                    f"{type(act).__name__} has no exact MILP encoding (exact_encoding = False), "
+                    "which milp_bounds needs for every activation; use lp_bounds or the dual "
+                    "bounds instead")
     with torch.no_grad():
         if pre_bounds is None:
             pre = _pre_bounds(P, None, intersect_ibp=intersect)
@@ -135,25 +142,27 @@ def _setup(model, x, y, eps, spec, clip, pre_bounds, intersect):
     return P, pre, np_pre, _affine_blocks(P)
 
 
-def _to_t(a, P):
+def _to_t(a, P: Problem) -> Tensor:
     return torch.as_tensor(np.asarray(a), dtype=P.x.dtype, device=P.x.device)
 
 
-def lp_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps, spec: Optional[Tensor] = None,
-              clip: Optional[Tuple[float, float]] = (0.0, 1.0), pre_bounds=None) -> BoundResult:
+def lp_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
+              spec: Optional[Tensor] = None, clip: Optional[Tuple[float, float]] = (0.0, 1.0),
+              pre_bounds: Optional[Sequence[Tuple[Tensor, Tensor]]] = None) -> BoundResult:
     """Exact optimum of the triangle-relaxation LP (the convex outer adversarial polytope).
 
-    Pre-activation bounds: ``pre_bounds`` (list of (l, u) per ReLU, each (N, *shape)) or the
-    dual network's. Stable neurons are fixed (a = z or a = 0), unstable ones relaxed, exactly
-    the primal of the dual network, so LP >= dual at the same pre-bounds. Solved with HiGHS
-    per example and spec row; a non-optimal status raises SolverError.
+    x: (N, *input_shape); y: (N,) or None with spec (N, m, K) / (m, K); eps as in dual_bounds.
+    Pre-activation bounds: ``pre_bounds`` (list of (l, u) per activation, each (N, *shape)) or
+    the dual network's. For ReLUs stable neurons are fixed (a = z or a = 0), unstable ones
+    relaxed, exactly the primal of the dual network, so LP >= dual at the same pre-bounds.
+    Solved with HiGHS per example and spec row; a non-optimal status raises SolverError.
     Returns BoundResult(lower (N, m)); info['seconds'].
     """
     t0 = time.perf_counter()
     P, pre, np_pre, blocks = _setup(model, x, y, eps, spec, clip, pre_bounds, False)
     lows = []
     for n in range(x.shape[0]):
-        vals, _, _ = _solve_example(blocks, np_pre[n], P.lo[n].reshape(-1).double().cpu().numpy(),
+        vals, _, _ = _solve_example(blocks, P.activations, np_pre[n], P.lo[n].reshape(-1).double().cpu().numpy(),
                                     P.hi[n].reshape(-1).double().cpu().numpy(),
                                     P.C[n].double().cpu().numpy(), False, _LP_OPTS, f"LP example {n}")
         lows.append(vals)
@@ -161,26 +170,29 @@ def lp_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps, spec: Optio
                        info={"seconds": time.perf_counter() - t0})
 
 
-def milp_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps, spec: Optional[Tensor] = None,
-                clip: Optional[Tuple[float, float]] = (0.0, 1.0), pre_bounds=None,
+def milp_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
+                spec: Optional[Tensor] = None, clip: Optional[Tuple[float, float]] = (0.0, 1.0),
+                pre_bounds: Optional[Sequence[Tuple[Tensor, Tensor]]] = None,
                 time_limit: Optional[float] = None) -> BoundResult:
     """Exact minimum of each spec row over the input set (MILP, binary ReLU indicators).
 
-    Big-M constants come from ``pre_bounds`` (must be valid) or, by default, the dual
-    network's bounds intersected with interval bounds. HiGHS with gaps 1e-9; a status other
+    Shapes as in :func:`lp_bounds`. Every activation must have an exact encoding
+    (``exact_encoding``; ReLU does), else UnsupportedLayerError. Big-M constants come from
+    ``pre_bounds`` (must be valid) or, by default, the dual network's bounds intersected with
+    interval bounds. HiGHS with gaps 1e-9; a status other
     than optimal (e.g. time_limit seconds hit) raises SolverError.
     Returns BoundResult with lower (N, m) (the solver's proven lower bound, equal to the
     optimum up to the gap), x_worst (N, m, *input_shape) inside the ball and box attaining it,
     info['attained'] (N, m) the objective at x_worst, info['seconds'].
     """
     t0 = time.perf_counter()
-    P, pre, np_pre, blocks = _setup(model, x, y, eps, spec, clip, pre_bounds, True)
+    P, pre, np_pre, blocks = _setup(model, x, y, eps, spec, clip, pre_bounds, True, exact=True)
     opts = dict(_MILP_OPTS)
     if time_limit is not None:
         opts["time_limit"] = float(time_limit)
     lows, att, xw = [], [], []
     for n in range(x.shape[0]):
-        vals, xs, mip = _solve_example(blocks, np_pre[n], P.lo[n].reshape(-1).double().cpu().numpy(),
+        vals, xs, mip = _solve_example(blocks, P.activations, np_pre[n], P.lo[n].reshape(-1).double().cpu().numpy(),
                                        P.hi[n].reshape(-1).double().cpu().numpy(),
                                        P.C[n].double().cpu().numpy(), True, opts, f"MILP example {n}")
         att.append(vals)

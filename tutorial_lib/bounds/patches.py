@@ -1,13 +1,16 @@
 """Intermediate bounds of a conv layer's neurons computed on their receptive fields.
 
 The dual network bounds neuron k of a conv layer by pulling the one-hot vector e_k back to
-the input (``dual._identity_bounds``). Pulled back through a chain of convolutions and ReLUs,
-e_k stays zero outside neuron k's receptive field: for the second conv of the MNIST small CNN,
+the input (``dual._identity_bounds``). Pulled back through a chain of convolutions and
+activations, e_k stays zero outside neuron k's receptive field: for the second conv of the MNIST
+small CNN,
 a 16 x 4 x 4 patch of the first ReLU and a 10 x 10 patch of the image, out of 3136 and 784
 entries. This module carries only those windows: the same numbers as the dense pass (same
 operations on the non-zero entries) for roughly a tenth of the work. It applies while the layers
-below the conv strictly alternate Conv2d (groups 1, no dilation) and ReLU from the input on;
-otherwise :func:`applies` is False and the dense pass is used.
+below the conv strictly alternate Conv2d (groups 1, no dilation) and an activation whose
+relaxation has parallel lines (``DualActivation.parallel``, e.g. ReLU) from the input on;
+otherwise :func:`applies` is False and the dense pass is used. The activations enter only
+through their relaxation (slopes and intercepts), as in ``DualActivation.backward``.
 
 Window bookkeeping: the windows of all output positions (oy, ox) of the starting conv have the
 same size (h, w) in the coordinates of the current layer and start at (oy * Sy + Oy, ox * Sx + Ox).
@@ -15,27 +18,34 @@ A coefficient tensor has shape (B, Co, Ho * Wo, C, h, w), B = 1 or N.
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .layers import DualConv2d, DualReLU
+from .activations import DualActivation
+from .base import DualLayer
+from .layers import DualConv2d
 
 __all__ = ["applies", "conv_neuron_bounds"]
 
 
-def _plain_conv(layer) -> bool:
+def _plain_conv(layer: DualLayer) -> bool:
     return (isinstance(layer, DualConv2d) and layer.groups == 1 and tuple(layer.dilation) == (1, 1))
 
 
-def applies(layers: List, i: int) -> bool:
-    """True when layers[:i] is conv, ReLU, conv, ..., conv (so ReLU i's input is a conv's output)."""
+def _parallel_activation(layer: DualLayer) -> bool:
+    return isinstance(layer, DualActivation) and layer.parallel
+
+
+def applies(layers: Sequence[DualLayer], i: int) -> bool:
+    """True when layers[:i] is conv, act, conv, ..., conv (so activation i's input is a conv's
+    output), every conv plain (groups 1, no dilation) and every activation parallel."""
     if i < 1 or i % 2 == 0:
         return False
     for j, layer in enumerate(layers[:i]):
-        if (j % 2 == 0 and not _plain_conv(layer)) or (j % 2 == 1 and not isinstance(layer, DualReLU)):
+        if (j % 2 == 0 and not _plain_conv(layer)) or (j % 2 == 1 and not _parallel_activation(layer)):
             return False
     return True
 
@@ -58,7 +68,9 @@ def _sum3(a: Tensor) -> Tensor:
     return a.sum(dim=(-3, -2, -1))
 
 
-def _chunk_bounds(layers, i: int, co: slice, lo: Tensor, hi: Tensor) -> Tuple[Tensor, Tensor]:
+def _chunk_bounds(layers: Sequence[DualLayer], i: int, co: slice, lo: Tensor, hi: Tensor
+                  ) -> Tuple[Tensor, Tensor]:
+    """Bounds of the output channels ``co`` of conv layers[i-1], each (N, co, Ho*Wo)."""
     conv = layers[i - 1]
     Co_all, Ho, Wo = conv.out_shape
     W = conv.W[co]
@@ -70,13 +82,15 @@ def _chunk_bounds(layers, i: int, co: slice, lo: Tensor, hi: Tensor) -> Tuple[Te
     c_lo = c_up = (conv.b[co].view(1, -1, 1) if conv.b is not None else 0)
     for j in range(i - 2, -1, -1):
         layer = layers[j]
-        if isinstance(layer, DualReLU):
-            d = _windows(layer.d, geom, Ho, Wo)
-            wt = _windows(layer.w, geom, Ho, Wo)
-            s, a = _sum3(nu * wt), _sum3(nu.abs() * wt)
+        if isinstance(layer, DualActivation):  # parallel lines: as DualActivation.backward
+            d = _windows(layer.lower_slope, geom, Ho, Wo)
+            ws = _windows(layer.intercept_sum, geom, Ho, Wo)
+            wd = ws if layer.intercept_diff is layer.intercept_sum else \
+                _windows(layer.intercept_diff, geom, Ho, Wo)
+            s, a = _sum3(nu * ws), _sum3(nu.abs() * wd)
             c_lo, c_up = c_lo + (s - a) / 2, c_up + (s + a) / 2
-            nu = nu * d
-        else:  # a plain conv, after a ReLU: entries in its padding are already zero
+            nu = nu * d  # zero outside the map: padding entries vanish here
+        else:  # a plain conv, after an activation: entries in its padding are already zero
             if layer.b is not None:
                 bias = _sum3(nu * layer.b.view(-1, 1, 1))
                 c_lo, c_up = c_lo + bias, c_up + bias
@@ -96,20 +110,20 @@ def _chunk_bounds(layers, i: int, co: slice, lo: Tensor, hi: Tensor) -> Tuple[Te
     return lower, upper
 
 
-def conv_neuron_bounds(layers: List, i: int, lo: Tensor, hi: Tensor,
+def conv_neuron_bounds(layers: Sequence[DualLayer], i: int, lo: Tensor, hi: Tensor,
                        budget: int = 2 ** 25) -> Tuple[Tensor, Tensor]:
-    """Lower and upper dual bounds of the input of ReLU ``layers[i]`` (a conv output), each
+    """Lower and upper dual bounds of the input of activation ``layers[i]`` (a conv output), each
     (N, Co, Ho, Wo), for the input box [lo, hi] (N, C, H, W). Requires :func:`applies`.
     ``budget`` caps the entries of the largest coefficient tensor (output channels are chunked)."""
     if not applies(layers, i):
-        raise ValueError("receptive-field bounds need a conv/ReLU chain below layer i")
+        raise ValueError("receptive-field bounds need a conv/activation chain below layer i")
     Co, Ho, Wo = layers[i - 1].out_shape
     # size of the widest window tensor per output channel, to pick a chunk of channels
     widest, (h, w) = 0, layers[i - 1].W.shape[-2:]
     C = layers[i - 1].W.shape[1]
     for j in range(i - 2, -1, -1):
         widest = max(widest, C * h * w)
-        if not isinstance(layers[j], DualReLU):
+        if not isinstance(layers[j], DualActivation):
             s = layers[j].stride
             h, w = (h - 1) * s[0] + layers[j].W.shape[2], (w - 1) * s[1] + layers[j].W.shape[3]
             C = layers[j].W.shape[1]

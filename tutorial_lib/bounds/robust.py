@@ -1,7 +1,7 @@
 """Robust training loss and certified error (Wong & Kolter 2017, Wong et al. 2018)."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from .dual import dual_bounds, estimated_dual_bounds, optimized_dual_bounds
 from .interval import interval_bounds
+from .spec import Eps, is_certified
 
 __all__ = ["robust_loss", "certified_error", "certified_accuracy_vs_eps", "margins_to_logits"]
 
@@ -21,15 +22,16 @@ def margins_to_logits(J: Tensor, y: Tensor) -> Tensor:
     return torch.zeros(N, K, dtype=J.dtype, device=J.device).masked_scatter(keep, -J)
 
 
-def robust_loss(model: nn.Module, x: Tensor, y: Tensor, eps,
+def robust_loss(model: nn.Module, x: Tensor, y: Tensor, eps: Eps,
                 clip: Optional[Tuple[float, float]] = (0.0, 1.0), proj: Optional[int] = None,
                 generator: Optional[torch.Generator] = None,
                 reduction: str = "mean") -> Tuple[Tensor, Tensor]:
     """Wong & Kolter's robust loss CE(-J, y) on the dual bounds J of the margins z_y - z_j.
 
     x: (N, *input_shape) in clip; y: (N,) labels; eps: l_inf radius.
-    Returns (loss, err): loss is differentiable; err (0-d tensor, fraction of examples with a
-    margin bound < 0) is the certified error when proj is None. With proj=k (training only)
+    Returns (loss, err): loss is differentiable; err (0-d tensor, fraction of examples not
+    certified by :func:`is_certified`: some margin bound <= 0 or NaN) is the certified error
+    when proj is None. With proj=k (training only)
     the intermediate bounds are random-projection estimates, so both numbers are estimates:
     report certificates with :func:`certified_error`, which never uses projections.
     """
@@ -41,17 +43,19 @@ def robust_loss(model: nn.Module, x: Tensor, y: Tensor, eps,
         res = estimated_dual_bounds(model, x, y, eps, clip=clip, proj=proj, generator=generator)
     J = res.lower
     loss = F.cross_entropy(margins_to_logits(J, y), y, reduction=reduction)
-    err = (J.detach() < 0).any(dim=1).to(J.dtype).mean()
+    err = (~is_certified(J.detach())).to(J.dtype).mean()
     return loss, err
 
 
-def certified_error(model: nn.Module, x: Tensor, y: Tensor, eps,
+def certified_error(model: nn.Module, x: Tensor, y: Tensor, eps: Eps,
                     clip: Optional[Tuple[float, float]] = (0.0, 1.0), method: str = "dual",
                     batch_size: Optional[int] = None) -> float:
-    """Fraction of examples NOT certified: some margin z_y - z_j has a lower bound < 0.
+    """Fraction of examples NOT certified (:func:`is_certified`): some margin z_y - z_j has a
+    lower bound <= 0 (a tie is not robust) or NaN.
 
-    Always exact bounds ('dual', 'dual-opt' or 'interval'; never projections). Examples that
-    are misclassified at x itself count as errors automatically (their margin is < 0).
+    x: (N, *input_shape); y: (N,); eps: a number or (N,). Always exact bounds ('dual',
+    'dual-opt' or 'interval'; never projections). Examples that are misclassified (or tied)
+    at x itself count as errors automatically (their margin is <= 0).
     """
     fns = {"dual": dual_bounds, "interval": interval_bounds}
     if method not in fns and method != "dual-opt":
@@ -67,19 +71,20 @@ def certified_error(model: nn.Module, x: Tensor, y: Tensor, eps,
         else:
             with torch.no_grad():
                 low = fns[method](model, xb, yb, eb, clip=clip).lower
-        bad += int((low < 0).any(dim=1).sum())
+        bad += int((~is_certified(low)).sum())
     return bad / n
 
 
-def certified_accuracy_vs_eps(model: nn.Module, x: Tensor, y: Tensor, eps_values,
+def certified_accuracy_vs_eps(model: nn.Module, x: Tensor, y: Tensor, eps_values: Sequence[float],
                               clip: Optional[Tuple[float, float]] = (0.0, 1.0), method: str = "dual",
-                              batch_size: int = 50) -> list:
+                              batch_size: int = 50) -> List[float]:
     """Certified accuracy (fraction in [0, 1]) at each eps of an increasing sequence.
 
-    An example is certified at eps if every margin bound (exact dual, or 'interval') is > 0
-    there. To save time, an example not certified at a smaller eps is not tried again at a
-    larger one: that can only under-report certificates (never claim one that was not
-    computed), and the dual bound rarely certifies a larger ball it failed on a smaller one.
+    x: (N, *input_shape); y: (N,). An example is certified at eps if every margin bound (exact
+    dual, or 'interval') is > 0 there (:func:`is_certified`). To save time, an example not
+    certified at a smaller eps is not tried again at a larger one: that can only under-report
+    certificates (never claim one that was not computed), and the dual bound rarely certifies
+    a larger ball it failed on a smaller one.
     """
     eps_values = [float(e) for e in eps_values]
     if any(b < a for a, b in zip(eps_values, eps_values[1:])) or (eps_values and eps_values[0] < 0):
@@ -95,7 +100,7 @@ def certified_accuracy_vs_eps(model: nn.Module, x: Tensor, y: Tensor, eps_values
             idx = alive[a:a + batch_size]
             with torch.no_grad():
                 low = fn(model, x[idx], y[idx], eps, clip=clip).lower
-            keep.append(idx[(low > 0).all(dim=1).cpu()])
+            keep.append(idx[is_certified(low).cpu()])
         alive = torch.cat(keep) if keep else alive[:0]
         out.append(len(alive) / x.shape[0])
     return out

@@ -3,16 +3,29 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
-from .layers import DualLayer, DualReLU, build_layers
+from .activations import DualActivation
+from .layers import DualLayer, build_layers
 
-__all__ = ["BoundResult", "Problem", "margin_spec", "prepare", "check_pre_bounds"]
+__all__ = ["BoundResult", "Problem", "is_certified", "margin_spec", "prepare", "check_pre_bounds"]
 
 PreBounds = List[Tuple[Tensor, Tensor]]
+#: an l_inf radius: a number, or a tensor of shape (N,) (one per example) or x's shape
+Eps = Union[float, Tensor]
+
+
+def is_certified(lower: Tensor) -> Tensor:
+    """The one certification rule: every row's lower bound is strictly positive.
+
+    lower: (N, m) lower bounds on spec @ logits (margins z_y - z_j by default). Returns (N,)
+    bool. A zero margin allows a tie, so 0 is not certified; NaN is never certified (NaN > 0 is
+    False). Count errors as ``~is_certified(lower)``, never as ``lower < 0`` (False for NaN).
+    """
+    return (lower > 0).all(dim=-1)
 
 
 @dataclass
@@ -20,10 +33,11 @@ class BoundResult:
     """What every bound method returns.
 
     lower:      (N, m) lower bounds on spec @ logits over the input set (same units as logits).
-    pre_bounds: one (l, u) pair per ReLU, each (N, *ReLU input shape), the bounds used.
+    pre_bounds: one (l, u) pair per activation layer, each (N, *its input shape), the bounds used.
     method:     'interval' | 'dual' | 'dual-opt' | 'lp' | 'milp'.
     x_worst:    MILP only: (N, m, *input shape) inputs attaining the minimum of each row.
-    alpha:      optimised dual only: the lower ReLU slopes, one (N, m, *shape) per ReLU.
+    alpha:      optimised dual only: the lower lines' parameters (ReLU: slopes), one
+                (N, m, *shape) per optimisable activation layer.
     info:       method-specific numbers (solver times, MILP attained values, step history...).
     """
 
@@ -36,11 +50,13 @@ class BoundResult:
 
     @property
     def certified(self) -> Tensor:
-        """(N,) bool: every row's lower bound is >= 0. Refused for estimated (projected) bounds."""
+        """(N,) bool: :func:`is_certified` (every row's lower bound > 0; NaN never).
+
+        Refused for estimated (projected) bounds, which are not certificates."""
         if self.method == "dual-proj":
             raise ValueError("bounds estimated with random projections are not certificates; "
                              "use dual_bounds / certified_error")
-        return (self.lower >= 0).all(dim=1)
+        return is_certified(self.lower)
 
 
 @dataclass
@@ -56,12 +72,18 @@ class Problem:
     num_classes: int
 
     @property
-    def relus(self) -> List[DualReLU]:
-        return [l for l in self.layers if isinstance(l, DualReLU)]
+    def activations(self) -> List[DualActivation]:
+        """The activation layers, in order (one (l, u) pre-bound pair each)."""
+        return [l for l in self.layers if isinstance(l, DualActivation)]
 
     @property
-    def relu_idx(self) -> List[int]:
-        return [i for i, l in enumerate(self.layers) if isinstance(l, DualReLU)]
+    def act_idx(self) -> List[int]:
+        """Indices into ``layers`` of the activation layers."""
+        return [i for i, l in enumerate(self.layers) if isinstance(l, DualActivation)]
+
+    # the names from when ReLU was the only activation
+    relus = activations
+    relu_idx = act_idx
 
 
 def margin_spec(y: Tensor, num_classes: int) -> Tensor:
@@ -74,7 +96,7 @@ def margin_spec(y: Tensor, num_classes: int) -> Tensor:
     return C[keep].view(N, K - 1, K)
 
 
-def _check_eps(eps, x: Tensor) -> Tensor:
+def _check_eps(eps: Eps, x: Tensor) -> Tensor:
     if isinstance(eps, numbers.Real) and not isinstance(eps, bool):
         e = torch.tensor(float(eps), dtype=x.dtype, device=x.device)
     elif isinstance(eps, Tensor):
@@ -93,7 +115,7 @@ def _check_eps(eps, x: Tensor) -> Tensor:
                      f"{tuple(x.shape)}; got {tuple(e.shape)}")
 
 
-def prepare(model: nn.Module, x: Tensor, y: Optional[Tensor], eps, spec: Optional[Tensor] = None,
+def prepare(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps, spec: Optional[Tensor] = None,
             clip: Optional[Tuple[float, float]] = (0.0, 1.0)) -> Problem:
     """Check every input and build the layer list, the input box and the spec matrix.
 
@@ -155,15 +177,16 @@ def prepare(model: nn.Module, x: Tensor, y: Optional[Tensor], eps, spec: Optiona
     return Problem(layers, x, lo, hi, C, y, K)
 
 
-def check_pre_bounds(P: Problem, pre_bounds) -> PreBounds:
-    """Validate user-given pre-activation bounds: one (l, u) per ReLU with matching shapes."""
-    relus = P.relus
-    if len(pre_bounds) != len(relus):
+def check_pre_bounds(P: Problem, pre_bounds: Sequence[Tuple[Tensor, Tensor]]) -> PreBounds:
+    """Validate user-given pre-activation bounds: one (l, u) per activation layer, each
+    (N, *its input shape), with l <= u. Returns them as tensors of x's dtype and device."""
+    acts = P.activations
+    if len(pre_bounds) != len(acts):
         raise ValueError(f"pre_bounds has {len(pre_bounds)} entries but the model has "
-                         f"{len(relus)} ReLUs")
+                         f"{len(acts)} activation layers")
     N = P.x.shape[0]
     out = []
-    for k, ((l, u), r) in enumerate(zip(pre_bounds, relus)):
+    for k, ((l, u), r) in enumerate(zip(pre_bounds, acts)):
         l = torch.as_tensor(l, dtype=P.x.dtype, device=P.x.device)
         u = torch.as_tensor(u, dtype=P.x.dtype, device=P.x.device)
         want = (N, *r.in_shape)

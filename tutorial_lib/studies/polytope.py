@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
