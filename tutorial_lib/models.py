@@ -65,61 +65,58 @@ def _scaled(model: str, width: float, base: Sequence[int]) -> Tuple[int, ...]:
     return sizes
 
 
+def _wong_small(in_ch: int, side: int, widths: Sequence[int], normalize: bool) -> nn.Sequential:
+    """conv(w0)-4x4/2, conv(w1)-4x4/2, fc(w2), fc10 on (N, in_ch, side, side) inputs."""
+    c1, c2, h = widths
+    head = [Normalize(CIFAR_MEAN, CIFAR_STD)] if normalize else []
+    return nn.Sequential(
+        *head,
+        nn.Conv2d(in_ch, c1, 4, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(c1, c2, 4, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(c2 * (side // 4) ** 2, h), nn.ReLU(),
+        nn.Linear(h, 10),
+    )
+
+
+def _wong_large(in_ch: int, side: int, normalize: bool) -> nn.Sequential:
+    """conv32-3, conv32-4/2, conv64-3, conv64-4/2, fc512, fc512, fc10 on (N, in_ch, side, side)."""
+    head = [Normalize(CIFAR_MEAN, CIFAR_STD)] if normalize else []
+    return nn.Sequential(
+        *head,
+        nn.Conv2d(in_ch, 32, 3, stride=1, padding=1), nn.ReLU(),
+        nn.Conv2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(32, 64, 3, stride=1, padding=1), nn.ReLU(),
+        nn.Conv2d(64, 64, 4, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(64 * (side // 4) ** 2, 512), nn.ReLU(),
+        nn.Linear(512, 512), nn.ReLU(),
+        nn.Linear(512, 10),
+    )
+
+
 def mnist_small(width: float = 1) -> nn.Sequential:
     """Wong & Kolter 2017, MNIST "small": conv16-4x4/2, conv32-4x4/2, fc100. Input (N, 1, 28, 28).
 
     ``width`` (a float > 0) scales the channels and hidden units (16w, 32w, 100w, rounded; the
     capacity study of notebook 02 uses 0.25, 0.5, 1 and 2); ``width=1`` is the paper's network.
     """
-    c1, c2, h = _scaled("mnist_small", width, (16, 32, 100))
-    return nn.Sequential(
-        nn.Conv2d(1, c1, 4, stride=2, padding=1), nn.ReLU(),
-        nn.Conv2d(c1, c2, 4, stride=2, padding=1), nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(c2 * 7 * 7, h), nn.ReLU(),
-        nn.Linear(h, 10),
-    )
+    return _wong_small(1, 28, _scaled("mnist_small", width, (16, 32, 100)), normalize=False)
 
 
 def mnist_large() -> nn.Sequential:
     """Wong et al. 2018, MNIST "large": conv32-3, conv32-4/2, conv64-3, conv64-4/2, fc512, fc512."""
-    return nn.Sequential(
-        nn.Conv2d(1, 32, 3, stride=1, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 64, 3, stride=1, padding=1), nn.ReLU(),
-        nn.Conv2d(64, 64, 4, stride=2, padding=1), nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(64 * 7 * 7, 512), nn.ReLU(),
-        nn.Linear(512, 512), nn.ReLU(),
-        nn.Linear(512, 10),
-    )
+    return _wong_large(1, 28, normalize=False)
 
 
 def cifar_small() -> nn.Sequential:
     """Wong et al. 2018, CIFAR-10 "small" (the MNIST small net on 3x32x32, normalised inside)."""
-    return nn.Sequential(
-        Normalize(CIFAR_MEAN, CIFAR_STD),
-        nn.Conv2d(3, 16, 4, stride=2, padding=1), nn.ReLU(),
-        nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(32 * 8 * 8, 100), nn.ReLU(),
-        nn.Linear(100, 10),
-    )
+    return _wong_small(3, 32, (16, 32, 100), normalize=True)
 
 
 def cifar_large() -> nn.Sequential:
     """Wong et al. 2018, CIFAR-10 "large" (the MNIST large net on 3x32x32, normalised inside)."""
-    return nn.Sequential(
-        Normalize(CIFAR_MEAN, CIFAR_STD),
-        nn.Conv2d(3, 32, 3, stride=1, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 64, 3, stride=1, padding=1), nn.ReLU(),
-        nn.Conv2d(64, 64, 4, stride=2, padding=1), nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(64 * 8 * 8, 512), nn.ReLU(),
-        nn.Linear(512, 512), nn.ReLU(),
-        nn.Linear(512, 10),
-    )
+    return _wong_large(3, 32, normalize=True)
 
 
 def madry_mnist(width: float = 1) -> nn.Sequential:
