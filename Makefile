@@ -51,7 +51,7 @@ screenshots: $(STAMP)
 	BROWSER_SCREENSHOTS_DIR=docs/screenshots $(PY) -m pytest tests/browser/test_explorers.py -v
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check tutorial_lib tests benchmarks
+	$(VENV)/bin/ruff check tutorial_lib tests benchmarks scripts
 
 bench: bench-attacks bench-dual bench-training
 
