@@ -129,6 +129,8 @@ def _pre_bounds(P: Problem, pre_bounds: Optional[Sequence[Tuple[Tensor, Tensor]]
                 l, u = il, iu
             elif patches.applies(P.layers, i):  # same values, on receptive fields only
                 l, u = patches.conv_neuron_bounds(P.layers, i, P.lo, P.hi)
+                if intersect_ibp:
+                    l, u = torch.maximum(l, il), torch.minimum(u, iu)
             else:
                 l, u = _identity_bounds(P, i, max_rows)
                 if intersect_ibp:

@@ -208,6 +208,12 @@ class DualNormalize(DualAffine):
             raise UnsupportedLayerError(
                 f"{module!r} needs (N, C, H, W) inputs with C matching its mean/std; got {in_shape}")
         super().__init__(module, in_shape, out_shape)
+        mean, std = module.mean.detach(), module.std.detach()
+        if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
+            raise ValueError(f"{module!r} has a non-finite mean or std; no bound through it is valid")
+        if not (std > 0).all():
+            raise ValueError(f"{module!r} has std <= 0 (e.g. after load_state_dict): the bounds "
+                             "need a positive per-channel scale (std > 0)")
         self.mean = module.mean.reshape(-1, 1, 1)
         self.inv_std = 1.0 / module.std.reshape(-1, 1, 1)
 

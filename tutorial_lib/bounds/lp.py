@@ -36,8 +36,17 @@ class SolverError(RuntimeError):
 
 _LP_OPTS = dict(primal_feasibility_tolerance=1e-9, dual_feasibility_tolerance=1e-9,
                 output_flag=False)
-_MILP_OPTS = dict(output_flag=False, mip_rel_gap=1e-9, mip_abs_gap=1e-9, mip_feasibility_tolerance=1e-9,
-                  primal_feasibility_tolerance=1e-9)
+# HiGHS's default feasibility tolerances: tightening them (1e-9) made HiGHS accept big-M
+# "solutions" of badly scaled networks that the network does not attain (margins of +800 where
+# an attack reaches -4e11). The gaps only decide when branch and bound stops (sound).
+_MILP_OPTS = dict(output_flag=False, mip_rel_gap=1e-9, mip_abs_gap=1e-9)
+
+#: every MILP answer is checked by running the network (float64, the weights the MILP saw) at
+#: the returned worst-case input: the margin there must equal the reported optimum within
+#: CHECK_RTOL * max(1, max |logit|) + CHECK_FEAS * (a bound on how far feasibility slack moves
+#: the margin) + the solver's gap (attained - proven lower bound + the gap tolerances)
+CHECK_RTOL = 1e-6
+CHECK_FEAS = 1e-7  # HiGHS's default primal feasibility tolerance
 
 
 def _affine_blocks(P: Problem) -> List[Tuple[sp.csr_matrix, np.ndarray]]:
@@ -76,11 +85,43 @@ def _solve(prob, opts: dict, what: str) -> None:
                           "(invalid pre-activation bounds make the problem infeasible)")
 
 
+def _network_margin(blocks: List[Tuple[sp.csr_matrix, np.ndarray]], acts: Sequence[DualActivation],
+                    x: np.ndarray, c: np.ndarray) -> Tuple[float, float, float]:
+    """Run the network the MILP encodes (float64) at x (n0,): (c @ logits, max |logit|, a bound
+    on |c @ logits| moved by a slack of 1 in every constraint (the sum of |path weights|))."""
+    h, s = x, np.ones_like(x)
+    for (A, b), act in zip(blocks[:-1], acts):
+        z = A @ h + b
+        h = act.forward(torch.from_numpy(z).view(1, *act.in_shape)).reshape(-1).numpy()
+        s = abs(A) @ s + 1.0
+    A, b = blocks[-1]
+    logits = A @ h + b
+    s = abs(A) @ s + 1.0
+    return float(c @ logits), float(np.abs(logits).max()), float(np.abs(c) @ s)
+
+
+def _check_answer(blocks, acts, x: np.ndarray, c: np.ndarray, attained: float, lower: float,
+                  what: str) -> None:
+    """Raise SolverError unless the network's margin at the returned input x equals the MILP's
+    optimum (see CHECK_RTOL): a big-M answer the network does not attain is not a certificate."""
+    margin, scale, slack = _network_margin(blocks, acts, x, c)
+    gap = abs(attained - lower) + _MILP_OPTS["mip_abs_gap"] + _MILP_OPTS["mip_rel_gap"] * abs(attained)
+    tol = CHECK_RTOL * max(1.0, scale) + CHECK_FEAS * slack + gap
+    if not (np.isfinite(margin) and abs(margin - attained) <= tol):
+        raise SolverError(f"HiGHS's answer on {what} does not hold: its optimum is {attained:.10g} but "
+                          f"the network's margin at the returned input is {margin:.10g} (difference "
+                          f"{abs(margin - attained):.3g} > tolerance {tol:.3g}; largest |logit| "
+                          f"{scale:.3g}); the network is probably too badly scaled for the MILP")
+
+
 def _solve_example(blocks: List[Tuple[sp.csr_matrix, np.ndarray]], acts: Sequence[DualActivation],
                    pre: NumpyBounds, lo: np.ndarray, hi: np.ndarray, C: np.ndarray, integer: bool,
-                   opts: dict, tag: str) -> Tuple[List[float], List[np.ndarray], List[float]]:
+                   opts: dict, tag: str, deadline: Optional[float] = None
+                   ) -> Tuple[List[float], List[np.ndarray], List[float]]:
     """Minimise each row of C (m, K) @ logits for one example over the box [lo, hi] (n0,).
 
+    deadline: time.perf_counter() value after which SolverError is raised (HiGHS gets the time
+    left as its time_limit for each row). The MILP's answers are checked (:func:`_check_answer`).
     Returns (values (m), x per row (m, each (n0,)), the MILP's proven lower bounds (m) or [])."""
     import cvxpy as cp
     x = cp.Variable(lo.size)
@@ -98,11 +139,20 @@ def _solve_example(blocks: List[Tuple[sp.csr_matrix, np.ndarray]], acts: Sequenc
     vals, xs, mip = [], [], []
     for r in range(C.shape[0]):
         c.value = np.asarray(CA[r].todense()).ravel()
-        _solve(prob, opts, f"{tag}, spec row {r}")
+        what = f"{tag}, spec row {r}"
+        if deadline is not None:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                raise SolverError(f"time_limit exceeded (user_limit) before {what}; no bound is reported")
+            opts = dict(opts, time_limit=left)
+        _solve(prob, opts, what)
+        if deadline is not None and time.perf_counter() > deadline:
+            raise SolverError(f"time_limit exceeded (user_limit) on {what}; no bound is reported")
         vals.append(prob.value + Cb[r])
         xs.append(np.clip(x.value, lo, hi))
         if integer:
-            mip.append(_mip_lower(prob, prob.value, f"{tag}, spec row {r}") + Cb[r])
+            mip.append(_mip_lower(prob, prob.value, what) + Cb[r])
+            _check_answer(blocks, acts, xs[-1], C[r], vals[-1], mip[-1], what)
     return vals, xs, mip
 
 
@@ -124,6 +174,8 @@ def _setup(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps, spec: Opt
            ) -> Tuple[Problem, PreBounds, List[NumpyBounds], List[Tuple[sp.csr_matrix, np.ndarray]]]:
     """Checked problem, pre-activation bounds (torch and per example numpy) and affine blocks."""
     P = prepare(model, x, y, eps, spec, clip)
+    if P.nonfinite is not None:
+        raise ValueError(P.nonfinite)
     if exact:
         for act in P.activations:
             if not act.exact_encoding:
@@ -179,22 +231,38 @@ def milp_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
     Shapes as in :func:`lp_bounds`. Every activation must have an exact encoding
     (``exact_encoding``; ReLU does), else UnsupportedLayerError. Big-M constants come from
     ``pre_bounds`` (must be valid) or, by default, the dual network's bounds intersected with
-    interval bounds. HiGHS with gaps 1e-9; a status other
-    than optimal (e.g. time_limit seconds hit) raises SolverError.
+    interval bounds. HiGHS with gaps 1e-9 and its default feasibility tolerances; a status
+    other than optimal raises SolverError. ``time_limit`` (seconds, all examples and rows
+    together, setup included) is a hard limit: HiGHS gets the time left, and SolverError is
+    raised once it is spent.
+
+    Every answer is checked: the network (float64, the weights the MILP saw) is run at each
+    returned worst-case input, and SolverError is raised when its margin there differs from
+    the reported optimum by more than ``CHECK_RTOL`` (1e-6) * max(1, max |logit|) plus
+    ``CHECK_FEAS`` (1e-7) * the sum of |path weights| (what feasibility slack can move) plus the
+    solver's gap. Scale range: big-M constants are the pre-activation bounds, and HiGHS's
+    tolerances are absolute (about 1e-6 to 1e-7), so the MILP is exact for networks whose
+    pre-activation bounds and logits are at most about 1e4 in magnitude (typical trained or
+    randomly initialised networks); beyond that (e.g. weights scaled x1000, logits ~1e11)
+    answers may be wrong, and are then refused by the check above, not reported.
     Returns BoundResult with lower (N, m) (the solver's proven lower bound, equal to the
     optimum up to the gap), x_worst (N, m, *input_shape) inside the ball and box attaining it,
     info['attained'] (N, m) the objective at x_worst, info['seconds'].
     """
     t0 = time.perf_counter()
+    if time_limit is not None:
+        time_limit = float(time_limit)
+        if not time_limit >= 0:
+            raise ValueError(f"time_limit must be a number of seconds >= 0 or None, got {time_limit}")
+    deadline = None if time_limit is None else t0 + time_limit
     P, pre, np_pre, blocks = _setup(model, x, y, eps, spec, clip, pre_bounds, True, exact=True)
     opts = dict(_MILP_OPTS)
-    if time_limit is not None:
-        opts["time_limit"] = float(time_limit)
     lows, att, xw = [], [], []
     for n in range(x.shape[0]):
         vals, xs, mip = _solve_example(blocks, P.activations, np_pre[n], P.lo[n].reshape(-1).double().cpu().numpy(),
                                        P.hi[n].reshape(-1).double().cpu().numpy(),
-                                       P.C[n].double().cpu().numpy(), True, opts, f"MILP example {n}")
+                                       P.C[n].double().cpu().numpy(), True, opts, f"MILP example {n}",
+                                       deadline)
         att.append(vals)
         lows.append(mip)
         xw.append(np.stack(xs))

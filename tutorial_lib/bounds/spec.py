@@ -1,14 +1,19 @@
 """Margin specifications, input checks and the result type shared by every bound method."""
 from __future__ import annotations
 
+import math
 import numbers
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
+from tutorial_lib.validation import _stacklevel, check_finite
+
 from .activations import DualActivation
+from .base import UnsupportedLayerError
 from .layers import DualLayer, build_layers
 
 __all__ = ["BoundResult", "Problem", "is_certified", "margin_spec", "prepare", "check_pre_bounds"]
@@ -23,9 +28,11 @@ def is_certified(lower: Tensor) -> Tensor:
 
     lower: (N, m) lower bounds on spec @ logits (margins z_y - z_j by default). Returns (N,)
     bool. A zero margin allows a tie, so 0 is not certified; NaN is never certified (NaN > 0 is
-    False). Count errors as ``~is_certified(lower)``, never as ``lower < 0`` (False for NaN).
+    False), nor is +inf (a finite network on a bounded set has finite margins: an infinite bound
+    is an overflow, not a certificate). Count errors as ``~is_certified(lower)``, never as
+    ``lower < 0`` (False for NaN).
     """
-    return (lower > 0).all(dim=-1)
+    return ((lower > 0) & torch.isfinite(lower)).all(dim=-1)
 
 
 @dataclass
@@ -70,6 +77,7 @@ class Problem:
     C: Tensor  # (N, m, K)
     y: Optional[Tensor]
     num_classes: int
+    nonfinite: Optional[str] = None  # the message naming a NaN/inf parameter, if any
 
     @property
     def activations(self) -> List[DualActivation]:
@@ -103,7 +111,11 @@ def _check_eps(eps: Eps, x: Tensor) -> Tensor:
         e = eps.detach().to(dtype=x.dtype, device=x.device)
     else:
         raise TypeError(f"eps must be a number or a tensor, got {type(eps).__name__}")
-    if torch.isnan(e).any() or (e < 0).any():
+    if not torch.isfinite(e).all():
+        raise ValueError(f"eps must be finite (a radius of inf or NaN certifies nothing), got {eps}"
+                         + (f" (not finite in {x.dtype})" if isinstance(eps, numbers.Real) and math.isfinite(eps)
+                            else ""))
+    if (e < 0).any():
         raise ValueError(f"eps must be >= 0, got {eps}")
     if e.dim() == 0:
         return e
@@ -113,6 +125,87 @@ def _check_eps(eps: Eps, x: Tensor) -> Tensor:
         return e
     raise ValueError(f"eps must be a scalar, shape (N,)=({x.shape[0]},) or x's shape "
                      f"{tuple(x.shape)}; got {tuple(e.shape)}")
+
+
+#: dtypes whose rounding makes the dual bound exceed the exact minimum of the same weights
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+#: tolerance of the check that the layer list reproduces model(x): relative, and absolute
+#: times the largest |logit| (in the model's dtype)
+CONSISTENCY_RTOL, CONSISTENCY_ATOL = 1e-4, 1e-5
+
+
+def _check_precision(model: nn.Module, x: Tensor) -> None:
+    low = {p.dtype for p in list(model.parameters()) + list(model.buffers())
+           if p.dtype in _LOW_PRECISION}
+    if x.dtype in _LOW_PRECISION or low:
+        dt = x.dtype if x.dtype in _LOW_PRECISION else next(iter(low))
+        raise ValueError(f"bounds refuse {str(dt).replace('torch.', '')} models and inputs: their "
+                         "rounding makes the bounds unsound (the dual bound can exceed the exact "
+                         "minimum); call model.float() and x.float() (or .double()) first")
+
+
+def _nonfinite_parameter(model: nn.Module) -> Optional[str]:
+    """A message naming the first parameter or buffer holding NaN/inf, or None."""
+    named = list(model.named_parameters()) + list(model.named_buffers())
+    for name, p in named:
+        if p.is_floating_point() and not torch.isfinite(p.detach()).all():
+            n_bad = int((~torch.isfinite(p.detach())).sum())
+            return (f"model parameter {name!r} has {n_bad} non-finite value{'s' if n_bad > 1 else ''} "
+                    "(NaN or inf): no bound on this network is meaningful; fix the weights first")
+    return None
+
+
+def _hook_owner(model: nn.Module) -> Optional[str]:
+    """A description of the first forward hook or pre-hook found (global, on the model or on
+    any submodule), or None."""
+    mm = torch.nn.modules.module
+    for kind in ("_global_forward_hooks", "_global_forward_pre_hooks"):
+        if getattr(mm, kind, None):
+            return f"a global forward {'pre-' if 'pre' in kind else ''}hook (torch.nn.modules.module.{kind})"
+    for name, m in model.named_modules():
+        for kind in ("_forward_hooks", "_forward_pre_hooks"):
+            if getattr(m, kind, None):
+                where = f"submodule {name!r} ({type(m).__name__})" if name else f"the model ({type(m).__name__})"
+                return f"a forward {'pre-' if 'pre' in kind else ''}hook on {where}"
+    return None
+
+
+def _check_model_is_plain(model: nn.Module) -> None:
+    """Refuse what makes model(x) differ from the composition of its layers: forward hooks and
+    Sequential subclasses that override forward."""
+    hook = _hook_owner(model)
+    if hook is not None:
+        raise UnsupportedLayerError(f"the model has {hook}: the bounds see only the layer list, "
+                                    "not what hooks change; remove the hook to certify the model")
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Sequential) and type(m).forward is not nn.Sequential.forward:
+            where = f"submodule {name!r}" if name else "the model"
+            raise UnsupportedLayerError(
+                f"{where} is a {type(m).__name__}, an nn.Sequential subclass that overrides forward: "
+                "the bounds see only its layer list, not the forward that runs (e.g. a residual); "
+                "certify a plain nn.Sequential")
+
+
+def _check_layers_reproduce_model(model: nn.Module, layers: Sequence[DualLayer], x: Tensor) -> None:
+    """Composing the built layers must give model(x) (the model that runs is the one bounded)."""
+    with torch.no_grad():
+        out = model(x)
+        h = x
+        for layer in layers:
+            h = layer.forward(h)
+    if not isinstance(out, Tensor) or tuple(out.shape) != tuple(h.shape):
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"model(x) has shape {shape} but its layer list gives {tuple(h.shape)}: "
+                         "the model's forward is not the composition of its layers")
+    scale = float(out.abs().max()) if out.numel() else 0.0
+    ok = torch.isfinite(out).all() and torch.allclose(
+        h, out, rtol=CONSISTENCY_RTOL, atol=CONSISTENCY_ATOL * scale)
+    if not ok:
+        diff = float((h - out).abs().max())
+        raise ValueError(f"model(x) differs from the composition of its layers by up to {diff:.3g} "
+                         f"(largest |logit| {scale:.3g}): the model that runs is not the one the "
+                         "bounds see (an overridden forward, hooks, or non-finite logits); refusing")
 
 
 def prepare(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps, spec: Optional[Tensor] = None,
@@ -126,15 +219,26 @@ def prepare(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps, spec: Op
         raise ValueError("x must be a floating tensor of shape (N, *input_shape)")
     if x.shape[0] == 0:
         raise ValueError("x is empty")
+    check_finite("x", x.detach())
+    _check_precision(model, x)
     params = list(model.parameters()) + list(model.buffers())
     for p in params:
         if p.is_floating_point() and (p.dtype != x.dtype or p.device != x.device):
             raise ValueError(f"model parameters are {p.dtype} on {p.device} but x is {x.dtype} "
                              f"on {x.device}; move/cast one of them")
+    # a NaN/inf parameter: a warning naming it, and NaN lower bounds everywhere (never certified;
+    # the LP/MILP raise ValueError), so that a broken network is reported as uncertified
+    bad_param = _nonfinite_parameter(model)
     e = _check_eps(eps, x)
+    _check_model_is_plain(model)
     layers, out_shape = build_layers(model, x[:1].detach().clone())
     if len(out_shape) != 1:
         raise ValueError(f"the model must output logits of shape (N, K); got (N, *{out_shape})")
+    if bad_param is None:
+        _check_layers_reproduce_model(model, layers, x.detach())
+    else:
+        warnings.warn(bad_param + "; every lower bound is NaN (never certified)", UserWarning,
+                      stacklevel=_stacklevel())
     K = out_shape[0]
     N = x.shape[0]
 
@@ -174,7 +278,12 @@ def prepare(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps, spec: Op
             raise ValueError(f"x has values in [{float(xd.min()):.4g}, {float(xd.max()):.4g}], "
                              f"outside the box clip={clip}; pass raw inputs or clip=None")
         lo, hi = (xd - e).clamp(min=c0), (xd + e).clamp(max=c1)
-    return Problem(layers, x, lo, hi, C, y, K)
+    if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
+        raise ValueError(f"the input set x +- eps overflows {x.dtype} (eps = {eps}); use a smaller "
+                         "eps or a box clip")
+    if bad_param is not None:
+        C = torch.full_like(C, float("nan"))  # NaN bounds: never a certificate
+    return Problem(layers, x, lo, hi, C, y, K, bad_param)
 
 
 def check_pre_bounds(P: Problem, pre_bounds: Sequence[Tuple[Tensor, Tensor]]) -> PreBounds:

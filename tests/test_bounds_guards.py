@@ -1,0 +1,325 @@
+"""A certificate guards itself: inputs, models and solver answers the bounds must refuse
+rather than certify (tutorial_lib.bounds). Tiny networks; float64 unless a test says otherwise."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from tutorial_lib.bounds import (
+    SolverError,
+    UnsupportedLayerError,
+    certified_error,
+    dual_bounds,
+    interval_bounds,
+    is_certified,
+    lp_bounds,
+    milp_bounds,
+    robust_loss,
+    spec as spec_mod,
+)
+from tutorial_lib.bounds.spec import prepare
+from tutorial_lib.models import Normalize
+
+DT = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _init(net, seed, gain=1.0, dtype=DT):
+    g = torch.Generator().manual_seed(seed)
+    net = net.to(dtype)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                fan_in = m.weight[0].numel()
+                m.weight.copy_((torch.randn(m.weight.shape, generator=g, dtype=DT)
+                                * gain * math.sqrt(2.0 / fan_in)).to(dtype))
+                m.bias.copy_((0.2 * torch.randn(m.bias.shape, generator=g, dtype=DT)).to(dtype))
+    return net
+
+
+def mlp(seed=0, dtype=DT):
+    return _init(nn.Sequential(nn.Flatten(), nn.Linear(6, 10), nn.ReLU(), nn.Linear(10, 8), nn.ReLU(),
+                               nn.Linear(8, 3)), seed, dtype=dtype)
+
+
+def data(n=4, seed=1, dtype=DT):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 6, generator=g, dtype=DT).to(dtype), torch.arange(n) % 3
+
+
+def conv_net(seed=0):
+    return _init(nn.Sequential(Normalize((0.5,), (0.25,)), nn.Conv2d(1, 3, 3), nn.ReLU(),
+                               nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3), nn.ReLU(),
+                               nn.Flatten(), nn.Linear(8, 3)), seed)
+
+
+# ---------------------------------------------------------------- 1. non-finite inputs, eps, weights
+@pytest.mark.parametrize("fn", [interval_bounds, dual_bounds, lp_bounds])
+def test_nan_pixel_is_refused(fn):
+    net, (x, y) = mlp(), data()
+    x[2, 3] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        fn(net, x, y, 0.1)
+    with pytest.raises(ValueError, match="non-finite"):
+        certified_error(net, x, y, 0.1)
+
+
+@pytest.mark.parametrize("eps", [float("nan"), float("inf"), torch.tensor([0.1, float("inf"), 0.1, 0.1], dtype=DT)])
+def test_non_finite_eps_is_refused(eps):
+    net, (x, y) = mlp(), data()
+    for clip in (None, (0.0, 1.0)):
+        with pytest.raises(ValueError, match="finite"):
+            dual_bounds(net, x, y, eps, clip=clip)
+
+
+def test_eps_inf_without_box_reports_no_certified_error_zero():
+    net, (x, y) = mlp(), data()
+    with pytest.raises(ValueError, match="finite"):
+        certified_error(net, x, y, float("inf"), clip=None)
+    with pytest.raises(ValueError, match="finite"):
+        robust_loss(net, x, y, float("inf"), clip=None)
+
+
+def test_eps_overflowing_the_dtype_is_refused():
+    net, (x, y) = mlp(dtype=torch.float32), data(dtype=torch.float32)
+    with pytest.raises(ValueError):
+        dual_bounds(net, x, y, 1e39, clip=None)  # inf in float32
+
+
+def test_non_numeric_eps_is_refused():
+    net, (x, y) = mlp(), data()
+    with pytest.raises(TypeError):
+        dual_bounds(net, x, y, "0.1")
+
+
+@pytest.mark.parametrize("fn", [interval_bounds, dual_bounds])
+def test_nan_weight_is_named_and_never_certified(fn, monkeypatch):
+    net, (x, y) = mlp(), data()
+    with torch.no_grad():
+        net[1].weight[1, 2] = float("nan")  # a hidden layer: today's dual bound treats it as dead
+    with pytest.warns(UserWarning, match=r"'1\.weight'"):
+        assert not fn(net, x, y, 0.1).certified.any()
+    with pytest.warns(UserWarning, match=r"'1\.weight'"):
+        assert certified_error(net, x, y, 0.1) == 1.0
+    with pytest.warns(UserWarning, match=r"'1\.weight'"):
+        assert float(robust_loss(net, x, y, 0.1)[1]) == 1.0
+    with pytest.raises(ValueError, match=r"'1\.weight'"), pytest.warns(UserWarning):
+        lp_bounds(net, x, y, 0.1)
+
+
+def test_infinite_bounds_are_never_certified():
+    low = torch.tensor([[float("inf"), 1.0], [1.0, 2.0], [float("nan"), 1.0], [float("-inf"), 1.0]])
+    assert is_certified(low).tolist() == [False, True, False, False]
+
+
+def test_float16_overflow_never_reports_certified_error_zero():
+    net = mlp(dtype=torch.float32)
+    with torch.no_grad():
+        for m in net:
+            if isinstance(m, nn.Linear):
+                m.weight.mul_(300.0)
+    net = net.half()
+    x, y = data(dtype=torch.float16)
+    try:
+        err = certified_error(net, x, y, 0.01)
+    except (ValueError, TypeError):
+        return
+    assert err > 0.0
+
+
+# ---------------------------------------------------------------- 2. the model that runs
+class Residual(nn.Sequential):
+    def forward(self, x):
+        h = x
+        for m in self:
+            h = m(h)
+        return h + x[:, :3]
+
+
+def test_sequential_with_overridden_forward_is_refused():
+    net = Residual(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).to(DT)
+    x, y = data()
+    with pytest.raises((UnsupportedLayerError, ValueError), match="forward"):
+        dual_bounds(net, x, y, 0.05)
+
+
+@pytest.mark.parametrize("where", ["model", "sub"])
+@pytest.mark.parametrize("pre", [False, True])
+def test_forward_hooks_are_refused(where, pre):
+    net, (x, y) = mlp(), data()
+    mod = net if where == "model" else net[2]
+    if pre:
+        h = mod.register_forward_pre_hook(lambda m, inp: (inp[0] * 2,))
+    else:
+        h = mod.register_forward_hook(lambda m, inp, out: out * 2)
+    try:
+        with pytest.raises(UnsupportedLayerError, match="hook"):
+            dual_bounds(net, x, y, 0.05)
+    finally:
+        h.remove()
+    dual_bounds(net, x, y, 0.05)  # fine once removed
+
+
+def test_global_forward_hook_is_refused():
+    net, (x, y) = mlp(), data()
+    h = nn.modules.module.register_module_forward_hook(lambda m, inp, out: out)
+    try:
+        with pytest.raises(UnsupportedLayerError, match="global"):
+            interval_bounds(net, x, y, 0.05)
+    finally:
+        h.remove()
+
+
+def test_layer_list_must_reproduce_the_model():
+    net, (x, y) = mlp(), data()
+    layers = prepare(net, x, y, 0.05).layers
+    # a model whose layers disagree with its forward: monkeypatch the class-level forward of a
+    # Linear subclass is refused by the layer table, so break the comparison directly
+    h = x
+    for layer in layers:
+        h = layer.forward(h)
+    torch.testing.assert_close(h, net(x))
+
+    class Shifted(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, z):
+            return self.inner(z) + 1.0
+
+    with pytest.raises(ValueError, match="differs"):
+        spec_mod._check_layers_reproduce_model(Shifted(net), layers, x)
+
+
+# ---------------------------------------------------------------- 3. Normalize with std <= 0
+@pytest.mark.parametrize("std", [0.0, -0.25, float("nan")])
+@pytest.mark.parametrize("fn", [interval_bounds, dual_bounds])
+def test_normalize_with_bad_std_is_refused(std, fn):
+    net = conv_net()
+    x = torch.rand(2, 1, 8, 8, dtype=DT)
+    fn(net, x, torch.tensor([0, 1]), 0.05)  # fine with std > 0
+    net[0].load_state_dict({"mean": net[0].mean, "std": torch.full_like(net[0].std, std)})
+    with pytest.raises(ValueError, match="std"):
+        fn(net, x, torch.tensor([0, 1]), 0.05)
+
+
+# ---------------------------------------------------------------- 4. low precision
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_models_are_refused(dtype):
+    net, (x, y) = mlp(dtype=dtype), data(dtype=dtype)
+    with pytest.raises(ValueError, match=r"model\.float\(\)"):
+        dual_bounds(net, x, y, 0.05)
+
+
+# ---------------------------------------------------------------- 5. MILP answers are checked
+def _sampled_margins(net, x, y, eps, n=3000):
+    """The smallest margin over n corners and uniform points of each ball (an attack's bound)."""
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for i in range(x.shape[0]):
+        d = (torch.rand(n, *x.shape[1:], generator=g, dtype=x.dtype) * 2 - 1) * eps
+        d[:n // 2] = d[:n // 2].sign() * eps
+        z = net((x[i] + d).clamp(0, 1))
+        m = z[:, y[i]:y[i] + 1] - z
+        m[:, y[i]] = float("inf")
+        out.append(float(m.detach().min()))
+    return torch.tensor(out, dtype=DT)
+
+
+def scaled_mlp(seed=0, scale=1000.0):
+    net = _init(nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)), seed)
+    with torch.no_grad():
+        for m in net:
+            if isinstance(m, nn.Linear):
+                m.weight.mul_(scale)
+                m.bias.mul_(scale)
+    return net
+
+
+@pytest.mark.parametrize("scale", [1.0, 1000.0])
+def test_milp_optimum_is_below_every_attack(scale):
+    """x1000 weights (logits ~1e9): with tightened feasibility tolerances HiGHS reported a
+    minimum above a margin that sampling reaches; now the optimum is <= the attack or refused."""
+    net, (x, y) = scaled_mlp(0, scale), data(3, 1)
+    att = _sampled_margins(net, x, y, 0.1)
+    try:
+        res = milp_bounds(net, x, y, 0.1)
+    except SolverError:
+        assert scale > 1
+        return
+    low = res.lower.min(1).values
+    assert (low <= att + 1e-9 * att.abs().clamp(min=1)).all(), (low, att)
+    # the attained values are the network's margins at x_worst
+    N, m = res.lower.shape
+    z = net(res.x_worst.view(N * m, -1)).view(N, m, -1)
+    from tutorial_lib.bounds import margin_spec
+    got = (margin_spec(y, 3).to(DT) * z).sum(-1)
+    torch.testing.assert_close(got, res.info["attained"], rtol=1e-6, atol=1e-6 * float(z.abs().max()))
+
+
+def test_milp_answer_the_network_does_not_attain_is_refused(monkeypatch):
+    from tutorial_lib.bounds import lp as lp_mod
+    net, (x, y) = mlp(), data(2)
+    real = lp_mod._check_answer
+
+    def lying(blocks, acts, xw, c, attained, lower, what):  # as if HiGHS reported +1 too much
+        return real(blocks, acts, xw, c, attained + 1.0, lower + 1.0, what)
+
+    monkeypatch.setattr(lp_mod, "_check_answer", lying)
+    with pytest.raises(SolverError, match="does not hold"):
+        milp_bounds(net, x, y, 0.1)
+
+
+def test_milp_time_limit_is_a_hard_limit(monkeypatch):
+    """time_limit covers all examples and rows together (it was given to HiGHS per row)."""
+    import time
+
+    from tutorial_lib.bounds import lp as lp_mod
+    net, (x, y) = mlp(), data(3)
+    real = lp_mod._solve
+
+    def slow(prob, opts, what):
+        time.sleep(0.15)
+        return real(prob, opts, what)
+
+    monkeypatch.setattr(lp_mod, "_solve", slow)
+    t0 = time.perf_counter()
+    with pytest.raises(SolverError, match="time_limit|user_limit"):
+        milp_bounds(net, x, y, 0.1, time_limit=0.5)  # 6 rows x 0.15 s > 0.5 s
+    assert time.perf_counter() - t0 < 0.5 + 0.6
+
+
+# ---------------------------------------------------------------- 6. receptive-field branch
+def plain_cnn(seed=0):
+    return _init(nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3), nn.ReLU(),
+                               nn.Conv2d(4, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3)), seed)
+
+
+def test_receptive_field_branch_intersects_with_interval_bounds():
+    from tutorial_lib.bounds import patches
+    net = plain_cnn()
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.rand(3, 1, 8, 8, generator=g, dtype=DT), torch.tensor([0, 1, 2])
+    P = prepare(net, x, y, 0.3)
+    assert patches.applies(P.layers, 3) and patches.applies(P.layers, 5)
+    plain = dual_bounds(net, x, y, 0.3).pre_bounds
+    inter = dual_bounds(net, x, y, 0.3, intersect_ibp=True).pre_bounds
+    ibp = interval_bounds(net, x, y, 0.3).pre_bounds
+    for (l1, u1), (li, ui) in zip(inter, ibp):  # "dual intersected with interval" everywhere
+        assert (l1 >= li).all() and (u1 <= ui).all()
+    # the first receptive-field layer sees the same (exact) bounds below it in both runs
+    (l0, u0), (l1, u1), (li, ui) = plain[1], inter[1], ibp[1]
+    assert torch.equal(l1, torch.maximum(l0, li)) and torch.equal(u1, torch.minimum(u0, ui))
+    assert (li > l0).any() or (ui < u0).any()  # interval is tighter somewhere at this radius
+    # intersect_ibp=False is untouched: the plain run equals the dense pass
+    monkeypatched = dual_bounds(net, x, y, 0.3).lower
+    torch.testing.assert_close(monkeypatched, dual_bounds(net, x, y, 0.3).lower, rtol=0, atol=0)
