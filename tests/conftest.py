@@ -20,6 +20,16 @@ def pytest_pycollect_makeitem(collector, name, obj):
     return None
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny tensors: extra threads only add overhead (and stall on
+    a busy CPU). Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def mnist_test():
     """First 1000 MNIST test images (needs the data: $ROBUSTNESS_DATA_DIR or the cache)."""
