@@ -225,3 +225,20 @@ def test_package_reexports_every_public_name():
     assert attacks.TransferAttack is transfer.TransferAttack and attacks.Attack is base.Attack
     assert attacks.evaluate is evaluation.evaluate and callable(attacks.evaluate)
     assert attacks.accuracy_vs_eps is evaluation.accuracy_vs_eps
+
+
+def test_margin_pgd_kappa_caps_the_loss_and_is_cw_plus(natural_model, batch):
+    """kappa caps the margin the attack maximises (Carlini & Wagner's confidence): the loss never
+    exceeds kappa, kappa = inf is the plain margin, and CW+ (kappa = 50) still breaks the natural model."""
+    from tutorial_lib.attacks import MarginPGD
+
+    x, y = batch
+    logits = torch.tensor([[0.0, 80.0, 1.0], [5.0, 0.0, 0.0]])
+    labels = torch.tensor([0, 0])
+    capped = MarginPGD(0.1, kappa=50)._loss(logits, labels, None)
+    assert capped.tolist() == [50.0, -5.0]
+    assert MarginPGD(0.1)._loss(logits, labels, None).tolist() == [80.0, -5.0]
+    with pytest.raises(ValueError, match="kappa"):
+        MarginPGD(0.1, kappa=0)
+    x_adv = MarginPGD(0.2, steps=20, kappa=50)(natural_model, x[:64], y[:64])
+    assert (natural_model(x_adv).argmax(1) != y[:64]).float().mean() > 0.9

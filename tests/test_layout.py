@@ -41,8 +41,9 @@ def test_import_resolution_sees_relative_imports():
 
 
 @pytest.mark.parametrize("path", list(_files(CORE)), ids=lambda p: str(p.relative_to(PKG)))
-def test_core_never_imports_studies_or_viz(path):
-    bad = [n for n in _imports(path) if n.startswith(("tutorial_lib.studies", "tutorial_lib.viz"))]
+def test_core_never_imports_notebook_code(path):
+    bad = [n for n in _imports(path)
+           if n.startswith(("tutorial_lib.studies", "tutorial_lib.viz", "tutorial_lib.exercises"))]
     assert not bad, f"{path.relative_to(PKG)} imports {bad}: the core must not depend on notebook code"
 
 

@@ -12,7 +12,8 @@ The reusable core:
 * :mod:`.bounds`       certification: interval, dual network, LP, MILP, robust loss
 
 What serves one notebook: :mod:`.studies` (capacity, tradeoff, polytope, distillation study,
-report) and :mod:`.viz` (plots and widgets). Command lines: ``python -m tutorial_lib.train``,
+report), :mod:`.viz` (plots and widgets) and :mod:`.exercises` (the checkers of the notebooks'
+exercises, ``check_<name>(student_fn)``). Command lines: ``python -m tutorial_lib.train``,
 ``python -m tutorial_lib.report``, ``python -m tutorial_lib.studies.capacity``,
 ``python -m tutorial_lib.data``.
 """

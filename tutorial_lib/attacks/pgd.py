@@ -94,8 +94,21 @@ class MarginPGD(PGD):
 
     Maximises ``max_{j != y} z_j - z_y`` (untargeted) or ``z_t - max_{j != t} z_j`` (targeted):
     the loss of Carlini & Wagner, whose gradient does not vanish when the softmax saturates, so
-    it is not fooled by defensive distillation. Same parameters and call shape as :class:`PGD`.
+    it is not fooled by defensive distillation. Same parameters and call shape as :class:`PGD`,
+    plus ``kappa`` (logit units, default inf): the confidence of Carlini & Wagner's loss, which
+    is the margin capped at ``kappa`` (the attack stops pushing an example once its margin exceeds
+    kappa). Madry et al.'s "CW+" is this attack with ``kappa=50``.
     """
 
+    def __init__(self, eps: float, alpha: Optional[float] = None, steps: int = 40,
+                 restarts: int = 1, norm: str = "linf", random_start: bool = True,
+                 clip: Box = (0.0, 1.0), seed: Optional[int] = 0, kappa: float = float("inf")):
+        super().__init__(eps, alpha=alpha, steps=steps, restarts=restarts, norm=norm,
+                         random_start=random_start, clip=clip, seed=seed)
+        if not kappa > 0:
+            raise ValueError(f"kappa (the confidence, in logit units) must be > 0, got {kappa}")
+        self.kappa = float(kappa)
+
     def _loss(self, logits: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor]) -> torch.Tensor:
-        return _margin_to(logits, y, target)
+        m = _margin_to(logits, y, target)
+        return m if self.kappa == float("inf") else m.clamp(max=self.kappa)

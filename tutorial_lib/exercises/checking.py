@@ -1,0 +1,132 @@
+"""What every exercise checker shares: run a student's function on fixed cases, catch what goes
+wrong, and say it in words a student understands.
+
+A checker is a plain function ``check_<name>(student_fn) -> CheckResult``. It never raises for a
+wrong answer (a notebook must run top to bottom with an unfinished exercise): it prints one line
+per case and returns a :class:`CheckResult` that tests inspect (``.passed``, ``.problems``).
+
+Writing a checker::
+
+    def check_fgsm_step(student_fn):
+        checker = Checker("fgsm_step", student_fn)
+        x, y, model = ...                                   # fixed, seeded case
+        out = checker.call("a batch of 4 images", model, x, y, eps=0.1)
+        if out is not None:                                 # None: the call failed, already reported
+            checker.tensor_close("the adversarial images", out, expected, atol=1e-6)
+            checker.require((out - x).abs().max() <= 0.1 + 1e-6,
+                            "some pixels moved by more than eps: project onto the ball")
+        return checker.finish()
+"""
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+__all__ = ["CheckResult", "Checker", "NOT_STARTED"]
+
+NOT_STARTED = "not implemented yet"
+
+
+@dataclass
+class CheckResult:
+    """The outcome of one checker run.
+
+    ``passed``: every case right; ``started``: False when the function still raises
+    NotImplementedError (the stub as handed out); ``problems``: one sentence per thing that is wrong.
+    """
+
+    name: str
+    passed: bool
+    started: bool = True
+    problems: list = field(default_factory=list)
+    cases: int = 0
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __str__(self) -> str:
+        if not self.started:
+            return f"{self.name}: {NOT_STARTED} (fill in the function above, then run this cell again)"
+        if self.passed:
+            return f"{self.name}: all {self.cases} checks passed"
+        lines = [f"{self.name}: {len(self.problems)} problem(s)"]
+        lines += [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, printer, cycle):  # IPython shows the words, not the dataclass
+        printer.text(str(self))
+
+
+class Checker:
+    """Collects the checks of one exercise. ``verbose=False`` keeps it quiet (tests)."""
+
+    def __init__(self, name: str, student_fn: Callable, verbose: bool = True):
+        if not callable(student_fn):
+            raise TypeError(f"check_{name} expects your function itself, e.g. check_{name}({name}), "
+                            f"not {type(student_fn).__name__}")
+        self.name, self.fn, self.verbose = name, student_fn, verbose
+        self.problems: list = []
+        self.cases = 0
+        self.started = True
+
+    def call(self, case: str, *args, **kwargs) -> Any:
+        """Run the student's function on one case; None when it raised (the reason is recorded)."""
+        if not self.started:
+            return None
+        try:
+            with torch.no_grad() if kwargs.pop("_no_grad", False) else _nullcontext():
+                return self.fn(*args, **kwargs)
+        except NotImplementedError:
+            self.started = False
+        except Exception as err:  # the student's bug, reported in words
+            where = traceback.extract_tb(err.__traceback__)[-1]
+            self.problems.append(f"on {case}, your function raised {type(err).__name__}: {err} "
+                                 f"(line {where.lineno}: `{(where.line or '').strip()}`)")
+        return None
+
+    def require(self, condition, problem: str) -> bool:
+        """Record ``problem`` unless ``condition`` holds."""
+        self.cases += 1
+        ok = bool(condition)
+        if not ok:
+            self.problems.append(problem)
+        return ok
+
+    def tensor_close(self, what: str, got, expected: torch.Tensor, atol: float = 1e-5,
+                     rtol: float = 1e-4) -> bool:
+        """Compare a returned tensor with the expected one: type, shape, then values."""
+        self.cases += 1
+        if not isinstance(got, torch.Tensor):
+            self.problems.append(f"{what}: expected a torch.Tensor, got {type(got).__name__}")
+            return False
+        if tuple(got.shape) != tuple(expected.shape):
+            self.problems.append(f"{what}: shape {tuple(got.shape)}, expected {tuple(expected.shape)}")
+            return False
+        got = got.detach().to(expected.device, expected.dtype)
+        if not torch.isfinite(got).all():
+            self.problems.append(f"{what}: contains NaN or inf")
+            return False
+        if not torch.allclose(got, expected, atol=atol, rtol=rtol):
+            diff = (got - expected).abs().max().item()
+            self.problems.append(f"{what}: values differ from the expected ones (largest difference "
+                                 f"{diff:.3g}, allowed {atol:g})")
+            return False
+        return True
+
+    def finish(self) -> CheckResult:
+        result = CheckResult(self.name, passed=self.started and not self.problems, started=self.started,
+                             problems=list(self.problems) if self.started else [], cases=self.cases)
+        if self.verbose:
+            print(result)
+        return result
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
