@@ -6,6 +6,8 @@
 # Offline machines: export ROBUSTNESS_DATA_DIR=/path/to/dir/with/MNIST/raw/*.gz first.
 # Options: make lab PORT=9000 (first port tried; the next free one if taken), LAB_ARGS="..." (passed to
 # jupyter lab), CPU=1 (make env / lab / test on a fresh .venv: CPU-only PyTorch, no CUDA download).
+# make student writes the notebooks to hand out into student/ (STUDENT_DIR=...): solution cells
+# dropped, exercise and answer outputs cleared, checkers kept; FORCE=1 replaces earlier copies.
 # make test-browser runs only the JupyterLab widget test (tests/browser); make screenshots also
 # rewrites docs/screenshots/*_explorer.png from it.
 PYTHON ?= python3
@@ -15,9 +17,11 @@ STAMP := $(VENV)/.installed
 PORT ?= 8888
 LAB_ARGS ?=
 CPU ?=
+STUDENT_DIR ?= student
+FORCE ?=
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: lab test test-browser screenshots lint env data bench bench-attacks bench-dual bench-training clean-env
+.PHONY: lab test test-browser screenshots lint student env data bench bench-attacks bench-dual bench-training clean-env
 
 env: $(STAMP)
 
@@ -49,6 +53,9 @@ test-browser: $(STAMP)
 
 screenshots: $(STAMP)
 	BROWSER_SCREENSHOTS_DIR=docs/screenshots $(PY) -m pytest tests/browser/test_explorers.py -v
+
+student:
+	$(PYTHON) scripts/make_student.py --out $(STUDENT_DIR) $(if $(FORCE),--force)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check tutorial_lib tests benchmarks scripts
