@@ -1,4 +1,4 @@
-"""Certified bounds for ReLU networks (Wong & Kolter 2017; Wong et al. 2018).
+"""Certified bounds for ReLU, sigmoid and tanh networks (Wong & Kolter 2017; Wong et al. 2018).
 
 Every method has the call shape ``method(model, x, y, eps, spec=None, clip=(0., 1.), ...)``
 and returns a :class:`BoundResult` whose ``lower`` (N, m) lower-bounds ``spec @ logits`` over
@@ -16,13 +16,15 @@ The default spec is the margins z_y - z_j for every j != y (m = K - 1, increasin
 * :func:`estimated_dual_bounds`  random-projection estimate (training only, not sound)
 * :func:`is_certified`           the one certification rule: every row's lower bound > 0
 
-Supported layers: nn.Linear, nn.Conv2d, nn.ReLU, nn.Flatten and tutorial_lib.models.Normalize
-inside an nn.Sequential whose last layer is nn.Linear. Activations share one interface,
-:class:`DualActivation` (``bounds/activations.py``): a per-neuron linear relaxation on the
-pre-activation bounds, from which the dual, LP and MILP code is written; :class:`DualReLU` is
-one subclass. The LP/MILP use scipy.sparse and cvxpy (HiGHS).
+Supported layers: nn.Linear, nn.Conv2d, nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Flatten and
+tutorial_lib.models.Normalize inside an nn.Sequential whose last layer is nn.Linear. Activations
+share one interface, :class:`DualActivation` (``bounds/activations.py``): a per-neuron linear
+relaxation on the pre-activation bounds, from which the dual, LP and MILP code is written;
+:class:`DualReLU`, :class:`DualSigmoid` and :class:`DualTanh` (chord and tangent lines) are its
+subclasses. Sigmoid and tanh have no exact MILP (``milp_bounds`` refuses them), and the random
+projections handle ReLU only. The LP/MILP use scipy.sparse and cvxpy (HiGHS).
 """
-from .activations import DualActivation, DualReLU
+from .activations import DualActivation, DualReLU, DualSigmoid, DualTanh
 from .dual import dual_bounds, estimated_dual_bounds, optimized_dual_bounds
 from .interval import interval_bounds
 from .layers import LAYER_TYPES, DualConv2d, DualFlatten, DualLayer, DualLinear, DualNormalize, UnsupportedLayerError
@@ -36,4 +38,5 @@ __all__ = [
     "margins_to_logits", "certified_accuracy_vs_eps", "SolverError",
     "UnsupportedLayerError", "LAYER_TYPES", "DualLayer",
     "DualLinear", "DualConv2d", "DualNormalize", "DualFlatten", "DualActivation", "DualReLU",
+    "DualSigmoid", "DualTanh",
 ]

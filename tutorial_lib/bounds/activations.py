@@ -19,6 +19,10 @@ Optionally the lower line has a free parameter ``alpha`` (one per example, spec 
 neuron) that :func:`tutorial_lib.bounds.optimized_dual_bounds` tunes: :meth:`alpha_init`,
 :meth:`project_alpha_`, :meth:`lower_line`. For the ReLU alpha is the lower slope.
 
+Implemented: :class:`DualReLU` (the triangle relaxation; exact MILP encoding) and
+:class:`DualSigmoid`, :class:`DualTanh` (chord and tangent lines, :class:`DualSCurve`; the LP
+uses the two lines, the MILP refuses them).
+
 Adding an activation: subclass :class:`DualActivation`, implement ``forward`` and ``relax``
 (and the optional hooks), and register it for its module type in
 :data:`tutorial_lib.bounds.layers.LAYER_TYPES`. Shapes: l, u and every relaxation tensor are
@@ -35,7 +39,7 @@ from torch import Tensor, nn
 
 from .base import DualLayer, UnsupportedLayerError
 
-__all__ = ["DualActivation", "DualReLU", "Relaxation"]
+__all__ = ["DualActivation", "DualReLU", "DualSCurve", "DualSigmoid", "DualTanh", "Relaxation"]
 
 #: (lower_slope, lower_intercept, upper_slope, upper_intercept), each (N, *shape)
 Relaxation = Tuple[Tensor, Tensor, Tensor, Tensor]
@@ -301,3 +305,127 @@ class DualReLU(DualActivation):
     def milp_constraints(self, a, z_of: ZOf, l: np.ndarray, u: np.ndarray) -> List:
         """Big-M encoding with one binary per unstable neuron (exact on [l, u])."""
         return self._constraints(a, z_of, l, u, integer=True)
+
+
+class DualSCurve(DualActivation):
+    """An increasing S-shaped activation f, convex for z <= 0 and concave for z >= 0
+    (inflection point 0), relaxed by chord and tangent lines (CROWN, Zhang et al. 2018).
+
+    Per neuron, with bounds l <= z <= u (all tensors (N, *shape)), the upper line is
+
+    * u <= 0 (convex part): the chord through (l, f(l)) and (u, f(u));
+    * l >= 0 (concave part): the tangent at the midpoint (l + u) / 2;
+    * l < 0 < u: the chord if it lies above f (exactly when f'(u) >= chord slope; then it is
+      the best line: every valid line is >= it on [l, u]), else a tangent at a point t >= d,
+      d in (0, u) the point whose tangent passes through (l, f(l)) (CROWN's construction; d is
+      found by ``bisect_steps`` bisection steps on [0, u], keeping the end of the bracket whose
+      tangent is at or above (l, f(l)), so the line is valid however few steps are taken).
+      Every tangent at t in [d, u] lies above f on [l, u]; t = max(d, (l + u) / 2) is the one
+      with the least area under it on [l, u] (CROWN's t = d is much looser when u >> -l);
+    * l == u: the tangent at l.
+
+    The lower line is the mirror image: the upper line of g(z) = -f(-z) (also convex, then
+    concave) on [-u, -l], negated (concave part: chord; convex part: tangent at the midpoint;
+    straddling: chord or the tangent through (u, f(u))). Soundness first: each line is moved
+    outward by ``pad_ulps`` machine epsilons of its own scale (1 + |intercept| + |slope| *
+    max(|l|, |u|)), so that rounding in f, in the line and in its evaluation cannot put it on
+    the wrong side of f (float64: about 2e-15 for lines of size 1). Non-finite bounds get the
+    constant lines f(l) <= f(z) <= f(u) (f is increasing). No NaN for finite l <= u, however
+    wide (saturation: f' underflows to 0, the lines become flat).
+
+    The lines differ (``parallel = False``: two backward passes in the dual network, no random
+    projections, no receptive-field fast path), have no free parameter (``optimisable = False``:
+    :func:`~tutorial_lib.bounds.optimized_dual_bounds` keeps them fixed) and there is no exact
+    MILP encoding (``exact_encoding = False``: :func:`~tutorial_lib.bounds.milp_bounds` refuses).
+    Subclasses give ``f`` and its derivative ``df``.
+    """
+
+    bisect_steps = 40
+    pad_ulps = 8
+
+    @staticmethod
+    @abstractmethod
+    def f(z: Tensor) -> Tensor:
+        """The activation, elementwise."""
+
+    @staticmethod
+    @abstractmethod
+    def df(z: Tensor) -> Tensor:
+        """Its derivative, elementwise (>= 0, accurate in the tails)."""
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.f(h)
+
+    def relax(self, l: Tensor, u: Tensor) -> Relaxation:
+        """Chord/tangent lines (see the class doc); l, u (N, *shape), l <= u. Returns
+        (lower_slope, lower_intercept, upper_slope, upper_intercept), each (N, *shape)."""
+        f, df = self.f, self.df
+        us, ui = self._upper_line(f, df, l, u)
+        ls, li = self._upper_line(lambda z: -f(-z), lambda z: df(-z), -u, -l)
+        return ls, -li, us, ui
+
+    def _upper_line(self, f: Callable[[Tensor], Tensor], df: Callable[[Tensor], Tensor],
+                    l: Tensor, u: Tensor) -> Tuple[Tensor, Tensor]:
+        """(slope, intercept), each (N, *shape), of a line >= f on [l, u] for an increasing f,
+        convex on z <= 0 and concave on z >= 0."""
+        finite = torch.isfinite(l) & torch.isfinite(u)
+        zero = torch.zeros_like(l)
+        l0, u0 = torch.where(finite, l, zero), torch.where(finite, u, zero)  # no inf arithmetic
+        fl, fu = f(l0), f(u0)
+        w = u0 - l0
+        wide = w > 0
+        k = (fu - fl) / torch.where(wide, w, torch.ones_like(w))     # chord slope
+        straddle = (l0 < 0) & (u0 > 0)
+        chord = wide & ((u0 <= 0) | (straddle & (df(u0) >= k)))
+        # straddling without the chord: bisection for the tangent through (l, f(l)) on [0, u];
+        # G(t) = f(t) + f'(t) (l - t) - f(l) is increasing on t > 0, G(0) <= 0 < G(u), and
+        # hi keeps G(hi) >= 0 (a valid tangent point)
+        need = straddle & ~chord
+        lo, hi = zero, torch.where(need, u0, zero)
+        if bool(need.any()):
+            for _ in range(self.bisect_steps):
+                m = lo + (hi - lo) / 2
+                ok = f(m) + df(m) * (l0 - m) - fl >= 0
+                hi, lo = torch.where(ok, m, hi), torch.where(ok, lo, m)
+        # the midpoint minimises the area under a tangent at t > 0; any t in [hi, u] is valid
+        mid = l0 / 2 + u0 / 2
+        t = torch.where(need, torch.maximum(hi, mid), mid)
+        ft, dft = f(t), df(t)
+        slope = torch.where(chord, k, dft)
+        icpt = torch.where(chord, fl - k * l0, ft - dft * t)
+        # non-finite bounds: the constant line f(u) (f is increasing)
+        slope = torch.where(finite, slope, zero)
+        icpt = torch.where(finite, icpt, f(u))
+        scale = 1 + icpt.abs() + slope * torch.maximum(l0.abs(), u0.abs())
+        return slope, icpt + self.pad_ulps * torch.finfo(l.dtype).eps * scale
+
+    def milp_constraints(self, a, z_of: ZOf, l: np.ndarray, u: np.ndarray) -> List:
+        raise UnsupportedLayerError(
+            f"{type(self).__name__} ({type(self.module).__name__}) has no exact MILP encoding: "
+            "the activation is not piecewise linear; use lp_bounds or the dual bounds instead")
+
+
+class DualSigmoid(DualSCurve):
+    """nn.Sigmoid, s(z) = 1 / (1 + exp(-z)), with the chord/tangent relaxation of
+    :class:`DualSCurve` (inflection at 0). s'(z) = s(z) s(-z) (accurate in both tails)."""
+
+    @staticmethod
+    def f(z: Tensor) -> Tensor:
+        return torch.sigmoid(z)
+
+    @staticmethod
+    def df(z: Tensor) -> Tensor:
+        return torch.sigmoid(z) * torch.sigmoid(-z)
+
+
+class DualTanh(DualSCurve):
+    """nn.Tanh with the chord/tangent relaxation of :class:`DualSCurve` (inflection at 0).
+    tanh'(z) = 1 - tanh(z)^2 = 4 s(2z) s(-2z) (s the sigmoid; accurate in the tails)."""
+
+    @staticmethod
+    def f(z: Tensor) -> Tensor:
+        return torch.tanh(z)
+
+    @staticmethod
+    def df(z: Tensor) -> Tensor:
+        return 4 * torch.sigmoid(2 * z) * torch.sigmoid(-2 * z)

@@ -21,13 +21,13 @@ from torch import Tensor, nn
 
 from tutorial_lib.models import Normalize
 
-from .activations import DualActivation, DualReLU
+from .activations import DualActivation, DualReLU, DualSigmoid, DualTanh
 from .base import DualLayer, UnsupportedLayerError
 
 __all__ = [
     "UnsupportedLayerError", "DualLayer", "DualAffine", "DualLinear", "DualConv2d",
-    "DualNormalize", "DualFlatten", "DualActivation", "DualReLU", "LAYER_TYPES", "build_layers",
-    "supported_layer_names",
+    "DualNormalize", "DualFlatten", "DualActivation", "DualReLU", "DualSigmoid", "DualTanh",
+    "LAYER_TYPES", "build_layers", "supported_layer_names",
 ]
 
 
@@ -266,6 +266,8 @@ LAYER_TYPES: Dict[type, type] = {
     Normalize: DualNormalize,
     nn.Flatten: DualFlatten,
     nn.ReLU: DualReLU,
+    nn.Sigmoid: DualSigmoid,
+    nn.Tanh: DualTanh,
 }
 
 
