@@ -19,18 +19,28 @@ Files:
 * ``transfer.py`` -- :class:`TransferAttack` (wraps an attack run on another model);
 * ``jsma.py`` -- :class:`JSMA` (an l0 attack: a pixel budget, no eps);
 * ``cw.py`` -- :class:`CarliniWagnerL2` (minimum l2 distortion, no eps);
+* ``apgd.py`` -- :class:`APGD` (APGD-CE, or DLR) and :class:`APGDTargeted` (APGD-T), Auto-PGD of
+  Croce & Hein 2020 (NormBallAttacks without a step size to tune), and the DLR losses;
+* ``square.py`` -- :class:`Square`, the score-based Square Attack (Andriushchenko et al. 2020; a
+  NormBallAttack that never computes a gradient);
+* ``ensemble.py`` -- :func:`evaluate_ensemble` (AutoAttack's protocol: per example, the worst case
+  over attacks run in order) and :func:`default_ensemble` (APGD-CE, APGD-T, Square; no FAB-T);
 * ``evaluation.py`` -- :func:`evaluate` and :func:`accuracy_vs_eps` (clean and robust accuracy).
 """
+from .apgd import APGD, APGDTargeted, dlr_loss, dlr_loss_targeted
 from .base import NORMS, Attack, Box, NormBallAttack, check_inputs, margin, random_targets
 from .cw import CarliniWagnerL2
+from .ensemble import EnsembleResult, default_ensemble, evaluate_ensemble
 from .evaluation import accuracy_vs_eps, evaluate
 from .fgsm import FGSM
 from .jsma import JSMA
 from .pgd import PGD, MarginPGD
+from .square import Square
 from .transfer import TransferAttack
 
 __all__ = [
     "Attack", "NormBallAttack", "NORMS", "Box", "check_inputs", "margin", "random_targets",
     "FGSM", "PGD", "MarginPGD", "TransferAttack", "JSMA", "CarliniWagnerL2",
-    "evaluate", "accuracy_vs_eps",
+    "APGD", "APGDTargeted", "Square", "dlr_loss", "dlr_loss_targeted",
+    "evaluate", "accuracy_vs_eps", "evaluate_ensemble", "default_ensemble", "EnsembleResult",
 ]

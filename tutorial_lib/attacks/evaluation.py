@@ -14,32 +14,22 @@ except ImportError:  # pragma: no cover
 
 from .. import validation as V
 
-__all__ = ["evaluate", "accuracy_vs_eps"]
+__all__ = ["evaluate", "robust_masks", "accuracy_vs_eps"]
 
 #: Anything called as ``attack(model, x, y) -> x_adv`` (every :class:`Attack` is).
 AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def evaluate(model: nn.Module, data: Union[DataLoader, Tuple[torch.Tensor, torch.Tensor]],
-             attacks: Optional[Mapping[str, AttackFn]] = None, batch_size: int = 500,
-             progress: bool = True, device: Union[str, torch.device, None] = None) -> Dict[str, float]:
-    """Accuracy (in [0, 1]) clean and under each attack: ``{"clean": a0, name: a, ...}``.
+def robust_masks(model: nn.Module, data: Union[DataLoader, Tuple[torch.Tensor, torch.Tensor]],
+                 attacks: Optional[Mapping[str, AttackFn]] = None, batch_size: int = 500,
+                 progress: bool = True, device: Union[str, torch.device, None] = None,
+                 desc: str = "evaluate") -> Dict[str, torch.Tensor]:
+    """Per example, who survives: ``{"clean": ok0, name: ok, ...}``, each a bool tensor (N,) on the CPU.
 
-    ``data`` is a DataLoader of (x, y) batches or an (x, y) pair, x (N, C, H, W) in [0, 1] and
-    y (N,) labels (split into batches of ``batch_size``). Each attack is called as
-    ``attack(model, x, y) -> x_adv`` on every batch and reported separately.
-
-    Robust accuracy follows AutoAttack / RobustBench: an example counts as robust under an attack
-    only if the model classifies it correctly both clean *and* on the attack's output. A clean
-    error is never robust, even when the attack's output happens to land on the true class, so
-    each robust accuracy is at most the clean accuracy. (An attack that keeps the worst case per
-    example, as PGD does over its ``restarts``, is reported as one attack.) The model is put in
-    eval mode for the evaluation and restored afterwards.
-
-    Every batch is checked before the model sees it (:func:`tutorial_lib.validation.check_batch`):
-    a NaN or inf in x, a dtype other than the model's, an input shape the model does not accept,
-    or a label outside [0, K) raises an error naming the offending examples by their index in
-    ``data``, instead of being counted as a misclassification.
+    ``ok0[i]``: the model classifies example i correctly; ``ok[i]`` (one per attack): correctly
+    both clean *and* on the attack's output (the robust-accuracy rule of :func:`evaluate`). The
+    per-example worst case over several attacks is the logical AND of their masks. Same
+    arguments, checks and eval-mode handling as :func:`evaluate`.
     """
     attacks = dict(attacks or {})
     if "clean" in attacks:
@@ -53,31 +43,57 @@ def evaluate(model: nn.Module, data: Union[DataLoader, Tuple[torch.Tensor, torch
                              for i in range(0, len(x_all), batch_size)]
     else:
         batches = data
-    correct = {name: 0 for name in ["clean", *attacks]}
+    masks: Dict[str, List[torch.Tensor]] = {name: [] for name in ["clean", *attacks]}
     total = 0
     was_training = model.training
     model.eval()
     try:
         it = batches
         if progress and tqdm is not None:
-            it = tqdm(batches, desc="evaluate", leave=False)
+            it = tqdm(batches, desc=desc, leave=False)
         for xb, yb in it:
             V.check_batch(model, xb, yb, offset=total)
             xb, yb = xb.to(device), yb.to(device)
             with torch.no_grad():
                 clean_ok = model(xb).argmax(1) == yb
-            correct["clean"] += clean_ok.sum().item()
+            masks["clean"].append(clean_ok.cpu())
             for name, attack in attacks.items():
                 x_adv = attack(model, xb, yb)
                 with torch.no_grad():
                     adv_ok = model(x_adv.to(device)).argmax(1) == yb
-                correct[name] += (clean_ok & adv_ok).sum().item()
+                masks[name].append((clean_ok & adv_ok).cpu())
             total += len(yb)
     finally:
         model.train(was_training)
     if total == 0:
         raise ValueError("no examples to evaluate")
-    return {name: c / total for name, c in correct.items()}
+    return {name: torch.cat(m) for name, m in masks.items()}
+
+
+def evaluate(model: nn.Module, data: Union[DataLoader, Tuple[torch.Tensor, torch.Tensor]],
+             attacks: Optional[Mapping[str, AttackFn]] = None, batch_size: int = 500,
+             progress: bool = True, device: Union[str, torch.device, None] = None) -> Dict[str, float]:
+    """Accuracy (in [0, 1]) clean and under each attack: ``{"clean": a0, name: a, ...}``.
+
+    ``data`` is a DataLoader of (x, y) batches or an (x, y) pair, x (N, C, H, W) in [0, 1] and
+    y (N,) labels (split into batches of ``batch_size``). Each attack is called as
+    ``attack(model, x, y) -> x_adv`` on every batch and reported separately
+    (:func:`robust_masks` gives the same per example).
+
+    Robust accuracy follows AutoAttack / RobustBench: an example counts as robust under an attack
+    only if the model classifies it correctly both clean *and* on the attack's output. A clean
+    error is never robust, even when the attack's output happens to land on the true class, so
+    each robust accuracy is at most the clean accuracy. (An attack that keeps the worst case per
+    example, as PGD does over its ``restarts``, is reported as one attack.) The model is put in
+    eval mode for the evaluation and restored afterwards.
+
+    Every batch is checked before the model sees it (:func:`tutorial_lib.validation.check_batch`):
+    a NaN or inf in x, a dtype other than the model's, an input shape the model does not accept,
+    or a label outside [0, K) raises an error naming the offending examples by their index in
+    ``data``, instead of being counted as a misclassification.
+    """
+    masks = robust_masks(model, data, attacks, batch_size=batch_size, progress=progress, device=device)
+    return {name: m.sum().item() / len(m) for name, m in masks.items()}
 
 
 def accuracy_vs_eps(model: nn.Module, data: Tuple[torch.Tensor, torch.Tensor], eps_values: Iterable[float],
