@@ -18,6 +18,8 @@ Files:
 * ``pgd.py`` -- :class:`PGD` and :class:`MarginPGD` (NormBallAttacks);
 * ``transfer.py`` -- :class:`TransferAttack` (wraps an attack run on another model);
 * ``jsma.py`` -- :class:`JSMA` (an l0 attack: a pixel budget, no eps);
+* ``l1.py`` -- :class:`SparseL1Descent` (an l1 attack: sparse l1 descent, Tramer & Boneh 2019) and
+  :func:`project_l1_ball` (exact projection onto the l1 ball, Duchi et al. 2008);
 * ``cw.py`` -- :class:`CarliniWagnerL2` (minimum l2 distortion, no eps);
 * ``apgd.py`` -- :class:`APGD` (APGD-CE, or DLR) and :class:`APGDTargeted` (APGD-T), Auto-PGD of
   Croce & Hein 2020 (NormBallAttacks without a step size to tune), and the DLR losses;
@@ -25,22 +27,24 @@ Files:
   NormBallAttack that never computes a gradient);
 * ``ensemble.py`` -- :func:`evaluate_ensemble` (AutoAttack's protocol: per example, the worst case
   over attacks run in order) and :func:`default_ensemble` (APGD-CE, APGD-T, Square; no FAB-T);
-* ``evaluation.py`` -- :func:`evaluate` and :func:`accuracy_vs_eps` (clean and robust accuracy).
+* ``evaluation.py`` -- :func:`evaluate`, :func:`robust_masks` (per example) and :func:`accuracy_vs_eps`
+  (clean and robust accuracy).
 """
 from .apgd import APGD, APGDTargeted, dlr_loss, dlr_loss_targeted
 from .base import NORMS, Attack, Box, NormBallAttack, check_inputs, margin, random_targets
 from .cw import CarliniWagnerL2
 from .ensemble import EnsembleResult, default_ensemble, evaluate_ensemble
-from .evaluation import accuracy_vs_eps, evaluate
+from .evaluation import accuracy_vs_eps, evaluate, robust_masks
 from .fgsm import FGSM
 from .jsma import JSMA
+from .l1 import SparseL1Descent, project_l1_ball
 from .pgd import PGD, MarginPGD
 from .square import Square
 from .transfer import TransferAttack
 
 __all__ = [
     "Attack", "NormBallAttack", "NORMS", "Box", "check_inputs", "margin", "random_targets",
-    "FGSM", "PGD", "MarginPGD", "TransferAttack", "JSMA", "CarliniWagnerL2",
+    "FGSM", "PGD", "MarginPGD", "TransferAttack", "JSMA", "SparseL1Descent", "project_l1_ball", "CarliniWagnerL2",
     "APGD", "APGDTargeted", "Square", "dlr_loss", "dlr_loss_targeted",
-    "evaluate", "accuracy_vs_eps", "evaluate_ensemble", "default_ensemble", "EnsembleResult",
+    "evaluate", "robust_masks", "accuracy_vs_eps", "evaluate_ensemble", "default_ensemble", "EnsembleResult",
 ]

@@ -1,9 +1,17 @@
 """Certified bounds for ReLU, sigmoid and tanh networks (Wong & Kolter 2017; Wong et al. 2018).
 
-Every method has the call shape ``method(model, x, y, eps, spec=None, clip=(0., 1.), ...)``
-and returns a :class:`BoundResult` whose ``lower`` (N, m) lower-bounds ``spec @ logits`` over
-the l_inf ball of radius eps around x intersected with the box ``clip`` (None: no box).
-The default spec is the margins z_y - z_j for every j != y (m = K - 1, increasing j).
+Every method has the call shape ``method(model, x, y, eps, spec=None, clip=(0., 1.), ...,
+norm="linf")`` and returns a :class:`BoundResult` whose ``lower`` (N, m) lower-bounds
+``spec @ logits`` over the l_inf ball of radius eps around x intersected with the box ``clip``
+(None: no box). The default spec is the margins z_y - z_j for every j != y (m = K - 1,
+increasing j).
+
+Other threat models (``norm="l2"`` or ``"l1"``, :data:`NORMS`): the dual input term becomes
+nu_1 . x - eps ||nu_1||_* with the dual norm (l2, l_inf), the interval bounds start from the
+exact image of the ball under the first affine layers; both DROP the box ``clip`` (no closed
+form for the ball intersected with the box: sound, looser). The LP/MILP keep the box: l1 is
+linear (HiGHS), l2 a second-order cone (the LP by Clarabel; the MILP refused). Random
+projections: Gaussian for l2, none for l1.
 
 * :func:`interval_bounds`        interval bound propagation
 * :func:`dual_bounds`            the dual network (paper's slopes), batched, differentiable
@@ -30,10 +38,11 @@ from .interval import interval_bounds
 from .layers import LAYER_TYPES, DualConv2d, DualFlatten, DualLayer, DualLinear, DualNormalize, UnsupportedLayerError
 from .lp import SolverError, lp_bounds, milp_bounds
 from .robust import certified_accuracy_vs_eps, certified_error, margins_to_logits, robust_loss
-from .spec import BoundResult, is_certified, margin_spec
+from .spec import DUAL_NORMS, NORMS, BoundResult, is_certified, margin_spec
 
 __all__ = [
-    "BoundResult", "is_certified", "margin_spec", "interval_bounds", "dual_bounds", "optimized_dual_bounds",
+    "BoundResult", "NORMS", "DUAL_NORMS", "is_certified", "margin_spec", "interval_bounds", "dual_bounds",
+    "optimized_dual_bounds",
     "estimated_dual_bounds", "lp_bounds", "milp_bounds", "robust_loss", "certified_error",
     "margins_to_logits", "certified_accuracy_vs_eps", "SolverError",
     "UnsupportedLayerError", "LAYER_TYPES", "DualLayer",

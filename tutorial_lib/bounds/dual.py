@@ -13,12 +13,18 @@ Derivation used here (a lower bound of nu_T . h_T, h_T the network output):
     bound is minus the lower bound of -nu (a second pass).
   * input box lo <= x <= hi (the l_inf ball intersected with the pixel box):
       min nu . x = nu . (lo + hi) / 2 - |nu| . (hi - lo) / 2.
+  * l2 / l1 ball ||x - x0|| <= eps (``norm="l2"`` / ``"l1"``; Wong et al. 2018):
+      min nu . x = nu . x0 - eps ||nu||_*, the dual norm (l2 for l2, l_inf for l1).
+    The pixel box is DROPPED there: the minimum over the ball intersected with the box has no
+    closed form, so the bound holds on the whole ball (sound for the intersection, looser than
+    the LP/MILP, which keep the box).
 This equals the paper's J(nu) (Theorem 1) with nu_hat the coefficient pulled back to a ReLU
 output. Intermediate bounds of the input of activation k use nu = identity pulled back from there.
 
 Random projections (Wong et al. 2018) need the forward direction (the l1 terms are estimated
-by pushing k Cauchy vectors from each source forward); :func:`estimated_dual_bounds` does that
-and is for training only: its bounds are not certificates.
+by pushing k Cauchy vectors from each source forward; for the l2 ball the input term's l2 norm
+by k Gaussian vectors); :func:`estimated_dual_bounds` does that and is for training only: its
+bounds are not certificates.
 """
 from __future__ import annotations
 
@@ -32,7 +38,7 @@ from . import patches
 from .activations import DualActivation
 from .base import DualLayer
 from .layers import _numel
-from .spec import BoundResult, Eps, PreBounds, Problem, check_pre_bounds, prepare
+from .spec import Ball, BoundResult, Eps, PreBounds, Problem, check_norm, check_pre_bounds, prepare
 
 __all__ = ["dual_bounds", "optimized_dual_bounds", "estimated_dual_bounds"]
 
@@ -50,16 +56,17 @@ def _input_term(nu0: Tensor, lo: Tensor, hi: Tensor) -> Tuple[Tensor, Tensor]:
 
 def _backward(layers: Sequence[DualLayer], start: int, nu: Tensor, lo: Tensor, hi: Tensor,
               alphas: Optional[Dict[int, Tensor]] = None,
-              upper: bool = True) -> Tuple[Tensor, Optional[Tensor]]:
-    """Bound nu . h_start (h_start: output of layers[start-1]) over the input box [lo, hi].
+              upper: bool = True, ball: Optional[Ball] = None) -> Tuple[Tensor, Optional[Tensor]]:
+    """Bound nu . h_start (h_start: output of layers[start-1]) over the input box [lo, hi], or
+    over ``ball`` (an l2/l1 ball; then lo, hi are not used).
 
     nu: (B, m, *shape); alphas: {layer index: lower-line parameters (N, m, *shape)}.
     Returns (lower (N, m), upper (N, m) or None).
     """
     if upper and not all(l.parallel for l in layers[:start] if isinstance(l, DualActivation)):
         # the pull-back is not linear in nu: the upper bound is -(lower bound of -nu)
-        low, _ = _backward(layers, start, nu, lo, hi, alphas, upper=False)
-        neg, _ = _backward(layers, start, -nu, lo, hi, alphas, upper=False)
+        low, _ = _backward(layers, start, nu, lo, hi, alphas, upper=False, ball=ball)
+        neg, _ = _backward(layers, start, -nu, lo, hi, alphas, upper=False, ball=ball)
         return low, -neg
     c_lo = c_up = 0
     for i in range(start - 1, -1, -1):
@@ -69,7 +76,7 @@ def _backward(layers: Sequence[DualLayer], start: int, nu: Tensor, lo: Tensor, h
             c_lo = c_lo + cl
         if upper and cu is not None:
             c_up = c_up + cu
-    lin, l1 = _input_term(nu, lo, hi)
+    lin, l1 = _input_term(nu, lo, hi) if ball is None else ball.term(nu)
     return c_lo + lin - l1, (c_up + lin + l1) if upper else None
 
 
@@ -85,7 +92,7 @@ def _identity_bounds(P: Problem, i: int, max_rows: Optional[int]) -> Tuple[Tenso
     lows, ups = [], []
     for a in range(0, n, step):
         nu = eye[a:a + step].view(1, -1, *shape)
-        lo, up = _backward(P.layers, i, nu, P.lo, P.hi)
+        lo, up = _backward(P.layers, i, nu, P.lo, P.hi, ball=P.ball)
         lows.append(lo)
         ups.append(up)
     return torch.cat(lows, 1).view(N, *shape), torch.cat(ups, 1).view(N, *shape)
@@ -114,7 +121,10 @@ def _pre_bounds(P: Problem, pre_bounds: Optional[Sequence[Tuple[Tensor, Tensor]]
 
     While the input of an activation is the image of the box under one mixing affine layer
     (plus Normalize/Flatten), interval arithmetic is exact and is used instead (same value,
-    cheaper). intersect_ibp: also intersect with interval bounds propagated alongside (sound).
+    cheaper; l_inf only: the image of an l2/l1 ball is not a box, its bounds x0 . a +- eps
+    ||a||_* come from the backward pass). intersect_ibp: also intersect with interval bounds
+    propagated alongside (sound; for l2/l1 they start from the box x +- eps clipped to the
+    pixel box, which contains the input set).
     """
     given = check_pre_bounds(P, pre_bounds) if pre_bounds is not None else None
     pre = []
@@ -125,10 +135,10 @@ def _pre_bounds(P: Problem, pre_bounds: Optional[Sequence[Tuple[Tensor, Tensor]]
         if isinstance(layer, DualActivation):
             if given is not None:
                 l, u = given[len(pre)]
-            elif exact[i]:
+            elif exact[i] and P.ball is None:
                 l, u = il, iu
             elif patches.applies(P.layers, i):  # same values, on receptive fields only
-                l, u = patches.conv_neuron_bounds(P.layers, i, P.lo, P.hi)
+                l, u = patches.conv_neuron_bounds(P.layers, i, P.lo, P.hi, ball=P.ball)
                 if intersect_ibp:
                     l, u = torch.maximum(l, il), torch.minimum(u, iu)
             else:
@@ -145,18 +155,33 @@ def _pre_bounds(P: Problem, pre_bounds: Optional[Sequence[Tuple[Tensor, Tensor]]
 
 
 def _final_lower(P: Problem, alphas: Optional[Dict[int, Tensor]] = None) -> Tensor:
-    lower, _ = _backward(P.layers, len(P.layers), P.C, P.lo, P.hi, alphas, upper=False)
+    lower, _ = _backward(P.layers, len(P.layers), P.C, P.lo, P.hi, alphas, upper=False, ball=P.ball)
     return lower
+
+
+def _prefix_bounds(P: Problem, i: int, max_rows: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+    """Exact bounds of the input of activation layers[i] when no activation precedes it (the
+    image of the input set under the affine layers before it): for an l2/l1 ball
+    a . x0 + b +- eps ||a||_* per neuron (a its row of the composed affine map), each (N, *shape);
+    for l_inf the same over the box [lo, hi]."""
+    if patches.applies(P.layers, i):
+        return patches.conv_neuron_bounds(P.layers, i, P.lo, P.hi, ball=P.ball)
+    return _identity_bounds(P, i, max_rows)
 
 
 def dual_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
                 spec: Optional[Tensor] = None, clip: Optional[Tuple[float, float]] = (0.0, 1.0),
                 pre_bounds: Optional[Sequence[Tuple[Tensor, Tensor]]] = None,
-                intersect_ibp: bool = False, max_rows: Optional[int] = None) -> BoundResult:
+                intersect_ibp: bool = False, max_rows: Optional[int] = None,
+                norm: str = "linf") -> BoundResult:
     """Wong & Kolter's dual-network lower bound on spec @ logits (exact, no projections).
 
     x: (N, *input_shape) in the box clip; y: (N,) labels for the default margin spec (or None
-    with spec (N, m, K) / (m, K)); eps: l_inf radius (scalar or (N,)).
+    with spec (N, m, K) / (m, K)); eps: the radius (scalar or (N,); l_inf also x's shape).
+    norm: the ball, 'linf' (default: the ball intersected with the box clip), 'l2' or 'l1'
+    (Wong et al. 2018: the input term is nu_1 . x - eps ||nu_1||_* with the dual norm, l2 or
+    l_inf; the box clip is DROPPED, the bound holds on the whole ball: sound, looser than the
+    LP/MILP, which keep the box; clip still checks that x lies in it).
     pre_bounds: optional list of (l, u) per activation layer, each (N, *its input shape), to
     use instead of computing them.
     intersect_ibp: intersect each layer's bounds with interval bounds (tighter, not the paper).
@@ -165,9 +190,9 @@ def dual_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
     Returns BoundResult(lower (N, m), pre_bounds (l, u) per activation, each (N, *shape)).
     Differentiable w.r.t. the model.
     """
-    P = prepare(model, x, y, eps, spec, clip)
+    P = prepare(model, x, y, eps, spec, clip, norm)
     pre = _pre_bounds(P, pre_bounds, intersect_ibp, max_rows)
-    return BoundResult(lower=_final_lower(P), pre_bounds=pre, method="dual")
+    return BoundResult(lower=_final_lower(P), pre_bounds=pre, method="dual", norm=P.norm)
 
 
 def optimized_dual_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
@@ -176,7 +201,7 @@ def optimized_dual_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps:
                           lr: float = 0.1,
                           pre_bounds: Optional[Sequence[Tuple[Tensor, Tensor]]] = None,
                           intersect_ibp: bool = False,
-                          max_rows: Optional[int] = None) -> BoundResult:
+                          max_rows: Optional[int] = None, norm: str = "linf") -> BoundResult:
     """The dual bound with the final layer's free lower slopes alpha tuned by projected Adam.
 
     The pre-activation bounds stay those of :func:`dual_bounds` (or ``pre_bounds``); only the
@@ -185,14 +210,15 @@ def optimized_dual_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps:
     relaxation's own (paper's alpha = u / (u - l)) and take ``steps`` gradient steps, each
     projected back to the valid set (ReLU: [0, 1]). Every valid alpha gives a valid bound, so
     the elementwise best over all iterates is returned; it is >= the paper's bound and <= the
-    LP at the same pre-bounds. Shapes as in :func:`dual_bounds`.
+    LP at the same pre-bounds. Shapes and ``norm`` as in :func:`dual_bounds` (l2/l1: the box
+    dropped in the input term).
     Returns BoundResult(lower (N, m), alpha = per optimisable activation (N, m, *shape)),
     detached; info['paper'] is the bound at the starting slopes, info['history'] the mean
     bound per step.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
-    P = prepare(model, x, y, eps, spec, clip)
+    P = prepare(model, x, y, eps, spec, clip, norm)
     with torch.no_grad():
         pre = _pre_bounds(P, pre_bounds, intersect_ibp, max_rows)
         pre = [(l.detach(), u.detach()) for l, u in pre]
@@ -229,7 +255,7 @@ def optimized_dual_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps:
                 for i, a in alphas.items():
                     P.layers[i].project_alpha_(a)
     return BoundResult(lower=best, pre_bounds=pre, method="dual-opt", alpha=best_alpha,
-                       info={"paper": paper, "history": history})
+                       info={"paper": paper, "history": history}, norm=P.norm)
 
 
 def _forward_pre_bounds(P: Problem, proj: Optional[int],
@@ -241,10 +267,21 @@ def _forward_pre_bounds(P: Problem, proj: Optional[int],
     (Wong et al. 2018), so the bounds are NOT sound. Sets each activation's bounds; returns
     them. Needs parallel relaxations: a = slope z + lower_intercept + t (intercept_diff) with
     t in [0, 1] per neuron, the last term a new source.
+
+    l2 ball: the input term eps ||a||_2 is estimated with k standard normal projections g_p
+    (a . g_p ~ N(0, ||a||_2^2)) by the root mean square sqrt(sum_p (a . g_p)^2 / k), the
+    estimator of convex_adversarial's L2BallProj (Wong et al. 2018); its relative standard
+    deviation is about 1 / sqrt(2k). The activation terms stay Cauchy/median. l1 ball: exact
+    only (proj=None; the l_inf norm of the input term has no such projection). For l2/l1 the
+    first activation's bounds (no activation before it) are computed exactly, as the
+    l_inf ones are (by intervals).
     """
     for layer in P.activations:
         layer.require_parallel("estimated_dual_bounds")
     N, dt, dev = P.x.shape[0], P.x.dtype, P.x.device
+    ball = P.ball
+    if ball is not None and ball.norm == "l1" and proj:
+        raise ValueError(_L1_PROJ_MSG)
 
     def cauchy(shape):  # tan(pi (u - 1/2)) is standard Cauchy; ~4x faster than cauchy_ on CPU
         u = torch.rand(N, proj, *shape, dtype=dt, device=dev, generator=generator)
@@ -254,13 +291,28 @@ def _forward_pre_bounds(P: Problem, proj: Optional[int],
         return V.abs().median(dim=1).values if proj else V.abs().sum(1)
 
     in_shape = P.layers[0].in_shape
-    h = (P.lo + P.hi) / 2   # the relaxation's affine part applied to the box centre
-    rad = (P.hi - P.lo) / 2
-    if proj:
-        src_in = rad.unsqueeze(1) * cauchy(in_shape)
-    else:
-        n0 = _numel(in_shape)
-        src_in = torch.eye(n0, dtype=dt, device=dev).view(1, n0, *in_shape) * rad.unsqueeze(1)
+    if ball is None:
+        h = (P.lo + P.hi) / 2   # the relaxation's affine part applied to the box centre
+        rad = (P.hi - P.lo) / 2
+        if proj:
+            src_in = rad.unsqueeze(1) * cauchy(in_shape)
+        else:
+            n0 = _numel(in_shape)
+            src_in = torch.eye(n0, dtype=dt, device=dev).view(1, n0, *in_shape) * rad.unsqueeze(1)
+        in_norm = l1
+    else:  # sources eps * (Gaussian or identity); the input term is eps ||a||_* of their images
+        h = ball.center
+        rad = ball.radius.view(N, 1, *([1] * len(in_shape)))
+        if proj:
+            src_in = rad * torch.randn(N, proj, *in_shape, dtype=dt, device=dev, generator=generator)
+        else:
+            n0 = _numel(in_shape)
+            src_in = torch.eye(n0, dtype=dt, device=dev).view(1, n0, *in_shape) * rad
+
+        def in_norm(V):
+            if ball.norm == "l2":
+                return V.norm(2, dim=1) / math.sqrt(proj) if proj else V.norm(2, dim=1)
+            return V.abs().amax(1)
     act_srcs: List[Tuple[Tensor, Optional[Tensor]]] = []
     pre = []
     il, iu = P.lo, P.hi
@@ -268,10 +320,12 @@ def _forward_pre_bounds(P: Problem, proj: Optional[int],
     last = max(P.act_idx, default=-1)
     for i, layer in enumerate(P.layers[:last + 1]):
         if isinstance(layer, DualActivation):
-            if exact[i]:
+            if exact[i] and ball is None:
                 l, u = il, iu
+            elif ball is not None and not act_srcs:  # exact bounds of the affine prefix
+                l, u = _prefix_bounds(P, i)
             else:
-                r = l1(src_in)
+                r = in_norm(src_in)
                 l, u = h - r, h + r
                 for V, v_lin in act_srcs:
                     if proj:  # sum_p w_p min(v_p, 0) = (sum w v - sum |w v|) / 2
@@ -303,20 +357,33 @@ def _forward_pre_bounds(P: Problem, proj: Optional[int],
     return pre
 
 
+_L1_PROJ_MSG = ("random projections are not available for norm='l1': the input term needs the l_inf "
+                "norm (the dual of l1) of the input coefficients, and Wong et al. 2018 give projections "
+                "for the l1 norm (Cauchy, l_inf balls) and the l2 norm (Gaussian, l2 balls) only; use "
+                "proj=None (exact bounds)")
+
+
 def estimated_dual_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
                           spec: Optional[Tensor] = None,
                           clip: Optional[Tuple[float, float]] = (0.0, 1.0), proj: int = 50,
-                          generator: Optional[torch.Generator] = None) -> BoundResult:
+                          generator: Optional[torch.Generator] = None,
+                          norm: str = "linf") -> BoundResult:
     """Dual bound with intermediate l1 terms ESTIMATED by ``proj`` Cauchy random projections.
 
     For training only (Wong et al. 2018): the result is an estimate, not a lower bound, and
     ``.certified`` refuses to answer. The final layer's bound is exact given the estimated
     pre-activation bounds. proj=None computes the same forward pass exactly (a check of
     :func:`dual_bounds`; far more memory). Shapes as in :func:`dual_bounds`. Differentiable.
+
+    norm: 'linf' (default), 'l2' (the input term's l2 norm estimated with ``proj`` Gaussian
+    projections, root-mean-square estimator, as convex_adversarial's L2BallProj; the box clip
+    dropped as in :func:`dual_bounds`) or 'l1' (proj=None only: ValueError otherwise).
     """
     if proj is not None and (int(proj) != proj or proj < 1):
         raise ValueError(f"proj must be a positive integer (number of projections), got {proj!r}")
-    P = prepare(model, x, y, eps, spec, clip)
+    if check_norm(norm) == "l1" and proj:
+        raise ValueError(_L1_PROJ_MSG)
+    P = prepare(model, x, y, eps, spec, clip, norm)
     pre = _forward_pre_bounds(P, int(proj) if proj else None, generator)
     return BoundResult(lower=_final_lower(P), pre_bounds=pre,
-                       method="dual-proj" if proj else "dual-forward", info={"proj": proj})
+                       method="dual-proj" if proj else "dual-forward", info={"proj": proj}, norm=P.norm)

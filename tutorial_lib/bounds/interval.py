@@ -1,4 +1,10 @@
-"""Interval bound propagation (IBP)."""
+"""Interval bound propagation (IBP).
+
+For an l2/l1 ball the input set is not a box: the bounds of the first activation's input (the
+image of the ball under the affine layers before it, a row a per neuron) are exact,
+a . x0 + b +- eps ||a||_* with the dual norm, and intervals are propagated from there on. The
+pixel box is dropped for l2/l1 (sound, looser).
+"""
 from __future__ import annotations
 
 from typing import Optional, Tuple
@@ -6,6 +12,7 @@ from typing import Optional, Tuple
 from torch import Tensor, nn
 
 from .activations import DualActivation
+from .dual import _final_lower, _prefix_bounds
 from .layers import DualLinear
 from .spec import BoundResult, Eps, PreBounds, Problem, prepare
 
@@ -28,6 +35,8 @@ def spec_lower_from_box(layer: DualLinear, C: Tensor, l: Tensor, u: Tensor) -> T
 
 def _interval(P: Problem) -> Tuple[PreBounds, Tensor]:
     """(pre-activation boxes, one (l, u) per activation, each (N, *shape); lower (N, m))."""
+    if P.ball is not None:
+        return _interval_ball(P)
     l, u = P.lo, P.hi
     pre = []
     for layer in P.layers[:-1]:
@@ -37,15 +46,34 @@ def _interval(P: Problem) -> Tuple[PreBounds, Tensor]:
     return pre, spec_lower_from_box(P.layers[-1], P.C, l, u)
 
 
+def _interval_ball(P: Problem) -> Tuple[PreBounds, Tensor]:
+    """As :func:`_interval` for an l2/l1 ball: exact bounds of the affine prefix, then intervals.
+    Without activations the network is affine and the bound is its exact minimum over the ball."""
+    acts = P.act_idx
+    if not acts:
+        return [], _final_lower(P)
+    l, u = _prefix_bounds(P, acts[0])
+    pre = []
+    for layer in P.layers[acts[0]:-1]:
+        if isinstance(layer, DualActivation):
+            pre.append((l, u))
+        l, u = layer.interval(l, u)
+    return pre, spec_lower_from_box(P.layers[-1], P.C, l, u)
+
+
 def interval_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
-                    spec: Optional[Tensor] = None, clip: Optional[Tuple[float, float]] = (0.0, 1.0)) -> BoundResult:
-    """Interval bounds on spec @ logits over the l_inf ball of radius eps (intersected with clip).
+                    spec: Optional[Tensor] = None, clip: Optional[Tuple[float, float]] = (0.0, 1.0),
+                    norm: str = "linf") -> BoundResult:
+    """Interval bounds on spec @ logits over the ball of radius eps in ``norm``.
 
     x: (N, *input_shape); y: (N,) labels (default spec: margins z_y - z_j, j != y) or None with
-    spec: (N, m, K) / (m, K); eps: l_inf radius, a number or a tensor (N,) / x's shape.
+    spec: (N, m, K) / (m, K); eps: the radius, a number or a tensor (N,) (l_inf also x's shape).
+    norm: 'linf' (default; the ball intersected with the box clip), 'l2' or 'l1': the first
+    activation's input gets the exact bounds a . x0 + b +- eps ||a||_* (dual norm: l2 or l_inf),
+    then intervals; the box clip is DROPPED for l2/l1 (sound, looser).
     Returns BoundResult with lower (N, m) and pre_bounds (the boxes of every activation's
     input, each (N, *shape)). Differentiable.
     """
-    P = prepare(model, x, y, eps, spec, clip)
+    P = prepare(model, x, y, eps, spec, clip, norm)
     pre, lower = _interval(P)
-    return BoundResult(lower=lower, pre_bounds=pre, method="interval")
+    return BoundResult(lower=lower, pre_bounds=pre, method="interval", norm=P.norm)

@@ -7,6 +7,13 @@ and its output a: :meth:`DualActivation.lp_constraints` (ReLU: the triangle) for
 :meth:`DualActivation.milp_constraints` (ReLU: big-M with binaries) for the MILP; an activation
 without an exact encoding makes :func:`milp_bounds` raise UnsupportedLayerError. Meant for
 small networks and a few examples.
+
+Threat models (``norm``): the l_inf ball is the box [lo, hi] (intersected with the pixel box);
+the l1 ball is linear (t >= |x - x0|, sum t <= eps), so the LP and MILP stay HiGHS problems; the
+l2 ball is a second-order cone ||x - x0||_2 <= eps, which HiGHS cannot solve: the LP is then
+solved by Clarabel (an interior-point conic solver shipped with cvxpy), and the MILP is refused
+(it would need a mixed-integer SOCP solver). The l2/l1 LP/MILP keep the pixel box (the dual and
+interval bounds drop it), so they are at least as tight as the dual there.
 """
 from __future__ import annotations
 
@@ -23,7 +30,7 @@ from .activations import DualActivation
 from .base import UnsupportedLayerError
 from .dual import _pre_bounds
 from .layers import _numel
-from .spec import BoundResult, Eps, PreBounds, Problem, check_pre_bounds, prepare
+from .spec import Ball, BoundResult, Eps, PreBounds, Problem, check_norm, check_pre_bounds, prepare
 
 NumpyBounds = List[Tuple[np.ndarray, np.ndarray]]  # per activation: (l, u) float64 (n,)
 
@@ -40,6 +47,9 @@ _LP_OPTS = dict(primal_feasibility_tolerance=1e-9, dual_feasibility_tolerance=1e
 # "solutions" of badly scaled networks that the network does not attain (margins of +800 where
 # an attack reaches -4e11). The gaps only decide when branch and bound stops (sound).
 _MILP_OPTS = dict(output_flag=False, mip_rel_gap=1e-9, mip_abs_gap=1e-9)
+#: Clarabel (the l2 LP, a second-order cone program): tolerances 10x tighter than its defaults
+#: (1e-8), which are used instead when it cannot reach them (status "optimal_inaccurate")
+_SOCP_OPTS = dict(tol_gap_abs=1e-9, tol_gap_rel=1e-9, tol_feas=1e-9, verbose=False)
 
 #: every MILP answer is checked by running the network (float64, the weights the MILP saw) at
 #: the returned worst-case input: the margin there must equal the reported optimum within
@@ -73,16 +83,45 @@ def _affine_blocks(P: Problem) -> List[Tuple[sp.csr_matrix, np.ndarray]]:
 
 
 def _solve(prob, opts: dict, what: str) -> None:
+    _solve_with(prob, "HIGHS", opts, what)
+
+
+def _solve_socp(prob, what: str) -> None:
+    """The l2 LP (a second-order cone program) with Clarabel."""
+    _solve_with(prob, "CLARABEL", _SOCP_OPTS, what)
+
+
+def _solve_with(prob, solver: str, opts: dict, what: str) -> None:
     import cvxpy as cp
+    name = {"HIGHS": "HiGHS", "CLARABEL": "Clarabel"}.get(solver, solver)
     try:
         with warnings.catch_warnings():  # "may be inaccurate": any non-optimal status raises below
             warnings.simplefilter("ignore", UserWarning)
-            prob.solve(solver=cp.HIGHS, **opts)
+            prob.solve(solver=solver, **opts)
+            if solver == "CLARABEL" and prob.status == cp.OPTIMAL_INACCURATE:
+                prob.solve(solver=solver, verbose=False)  # Clarabel's own tolerances (1e-8)
     except cp.error.SolverError as e:
-        raise SolverError(f"HiGHS failed on {what}: {e}") from e
+        raise SolverError(f"{name} failed on {what}: {e}") from e
     if prob.status != cp.OPTIMAL:
-        raise SolverError(f"HiGHS returned status {prob.status!r} on {what}; no bound is reported "
+        raise SolverError(f"{name} returned status {prob.status!r} on {what}; no bound is reported "
                           "(invalid pre-activation bounds make the problem infeasible)")
+
+
+def _ball_constraints(x, x0: np.ndarray, eps: float, norm: str) -> List:
+    """cvxpy constraints ||x - x0|| <= eps for an l2 (second-order cone) or l1 (linear) ball."""
+    import cvxpy as cp
+    if norm == "l2":
+        return [cp.SOC(cp.Constant(eps), x - x0)]
+    t = cp.Variable(x0.size)  # l1: t >= |x - x0|, sum t <= eps
+    return [t >= x - x0, t >= x0 - x, cp.sum(t) <= eps]
+
+
+def _into_ball(x: np.ndarray, x0: np.ndarray, eps: float, norm: str) -> np.ndarray:
+    """x moved onto the segment towards x0 until ||x - x0|| <= eps (a solver's feasibility slack);
+    x0 and x in the box keep the result in the box."""
+    d = x - x0
+    size = float(np.abs(d).sum() if norm == "l1" else np.sqrt((d * d).sum()))
+    return x0 + d * (eps / size) if size > eps else x
 
 
 def _network_margin(blocks: List[Tuple[sp.csr_matrix, np.ndarray]], acts: Sequence[DualActivation],
@@ -116,16 +155,22 @@ def _check_answer(blocks, acts, x: np.ndarray, c: np.ndarray, attained: float, l
 
 def _solve_example(blocks: List[Tuple[sp.csr_matrix, np.ndarray]], acts: Sequence[DualActivation],
                    pre: NumpyBounds, lo: np.ndarray, hi: np.ndarray, C: np.ndarray, integer: bool,
-                   opts: dict, tag: str, deadline: Optional[float] = None
+                   opts: dict, tag: str, deadline: Optional[float] = None,
+                   ball: Optional[Tuple[np.ndarray, float, str]] = None
                    ) -> Tuple[List[float], List[np.ndarray], List[float]]:
-    """Minimise each row of C (m, K) @ logits for one example over the box [lo, hi] (n0,).
+    """Minimise each row of C (m, K) @ logits for one example over the box [lo, hi] (n0,),
+    intersected with ``ball`` = (x0 (n0,), eps, 'l2' | 'l1') if given.
 
     deadline: time.perf_counter() value after which SolverError is raised (HiGHS gets the time
     left as its time_limit for each row). The MILP's answers are checked (:func:`_check_answer`).
+    An l2 ball makes the problem a second-order cone program, solved by Clarabel (LP only).
     Returns (values (m), x per row (m, each (n0,)), the MILP's proven lower bounds (m) or [])."""
     import cvxpy as cp
     x = cp.Variable(lo.size)
     cons = [x >= lo, x <= hi]
+    if ball is not None:
+        cons += _ball_constraints(x, *ball)
+    conic = ball is not None and ball[2] == "l2"  # a second-order cone: Clarabel, not HiGHS
     h = x
     for (A, b), act, (l, u) in zip(blocks[:-1], acts, pre):
         a = cp.Variable(l.size)
@@ -145,11 +190,14 @@ def _solve_example(blocks: List[Tuple[sp.csr_matrix, np.ndarray]], acts: Sequenc
             if left <= 0:
                 raise SolverError(f"time_limit exceeded (user_limit) before {what}; no bound is reported")
             opts = dict(opts, time_limit=left)
-        _solve(prob, opts, what)
+        if conic:
+            _solve_socp(prob, what)
+        else:
+            _solve(prob, opts, what)
         if deadline is not None and time.perf_counter() > deadline:
             raise SolverError(f"time_limit exceeded (user_limit) on {what}; no bound is reported")
         vals.append(prob.value + Cb[r])
-        xs.append(np.clip(x.value, lo, hi))
+        xs.append(np.clip(x.value, lo, hi) if ball is None else _into_ball(np.clip(x.value, lo, hi), *ball))
         if integer:
             mip.append(_mip_lower(prob, prob.value, what) + Cb[r])
             _check_answer(blocks, acts, xs[-1], C[r], vals[-1], mip[-1], what)
@@ -170,10 +218,11 @@ def _mip_lower(prob, obj: float, what: str) -> float:
 
 
 def _setup(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps, spec: Optional[Tensor],
-           clip: Optional[Tuple[float, float]], pre_bounds, intersect: bool, exact: bool = False
+           clip: Optional[Tuple[float, float]], pre_bounds, intersect: bool, exact: bool = False,
+           norm: str = "linf"
            ) -> Tuple[Problem, PreBounds, List[NumpyBounds], List[Tuple[sp.csr_matrix, np.ndarray]]]:
     """Checked problem, pre-activation bounds (torch and per example numpy) and affine blocks."""
-    P = prepare(model, x, y, eps, spec, clip)
+    P = prepare(model, x, y, eps, spec, clip, norm)
     if P.nonfinite is not None:
         raise ValueError(P.nonfinite)
     if exact:
@@ -198,9 +247,23 @@ def _to_t(a, P: Problem) -> Tensor:
     return torch.as_tensor(np.asarray(a), dtype=P.x.dtype, device=P.x.device)
 
 
+def _np_ball(ball: Optional[Ball], n: int) -> Optional[Tuple[np.ndarray, float, str]]:
+    """Example n's ball as (x0 (n0,) float64, eps, norm), or None for l_inf."""
+    if ball is None:
+        return None
+    return (ball.center[n].reshape(-1).double().cpu().numpy(), float(ball.radius[n, 0]), ball.norm)
+
+
+_L2_MILP_MSG = ("milp_bounds cannot do norm='l2': the l2 ball is a second-order cone, so exact "
+                "verification is a mixed-integer second-order cone program, and none of the installed "
+                "solvers does that (HiGHS: LP/MILP only; Clarabel, SCS: continuous conic only); use "
+                "lp_bounds or dual_bounds (sound, not exact) or norm='l1' / 'linf'")
+
+
 def lp_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
               spec: Optional[Tensor] = None, clip: Optional[Tuple[float, float]] = (0.0, 1.0),
-              pre_bounds: Optional[Sequence[Tuple[Tensor, Tensor]]] = None) -> BoundResult:
+              pre_bounds: Optional[Sequence[Tuple[Tensor, Tensor]]] = None,
+              norm: str = "linf") -> BoundResult:
     """Exact optimum of the triangle-relaxation LP (the convex outer adversarial polytope).
 
     x: (N, *input_shape); y: (N,) or None with spec (N, m, K) / (m, K); eps as in dual_bounds.
@@ -208,24 +271,29 @@ def lp_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
     the dual network's. For ReLUs stable neurons are fixed (a = z or a = 0), unstable ones
     relaxed, exactly the primal of the dual network, so LP >= dual at the same pre-bounds.
     Solved with HiGHS per example and spec row; a non-optimal status raises SolverError.
+    norm: 'linf' (default), 'l1' (a linear ball: HiGHS) or 'l2' (a second-order cone: solved
+    by Clarabel, an interior-point solver, to about 1e-9 relative: a tolerance, not exact). The
+    input set is the ball intersected with the box clip for every norm (the dual bounds drop
+    the box for l2/l1, so LP >= dual still holds there, by more).
     Returns BoundResult(lower (N, m)); info['seconds'].
     """
     t0 = time.perf_counter()
-    P, pre, np_pre, blocks = _setup(model, x, y, eps, spec, clip, pre_bounds, False)
+    P, pre, np_pre, blocks = _setup(model, x, y, eps, spec, clip, pre_bounds, False, norm=norm)
     lows = []
     for n in range(x.shape[0]):
         vals, _, _ = _solve_example(blocks, P.activations, np_pre[n], P.lo[n].reshape(-1).double().cpu().numpy(),
                                     P.hi[n].reshape(-1).double().cpu().numpy(),
-                                    P.C[n].double().cpu().numpy(), False, _LP_OPTS, f"LP example {n}")
+                                    P.C[n].double().cpu().numpy(), False, _LP_OPTS, f"LP example {n}",
+                                    ball=_np_ball(P.ball, n))
         lows.append(vals)
     return BoundResult(lower=_to_t(lows, P), pre_bounds=pre, method="lp",
-                       info={"seconds": time.perf_counter() - t0})
+                       info={"seconds": time.perf_counter() - t0}, norm=P.norm)
 
 
 def milp_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
                 spec: Optional[Tensor] = None, clip: Optional[Tuple[float, float]] = (0.0, 1.0),
                 pre_bounds: Optional[Sequence[Tuple[Tensor, Tensor]]] = None,
-                time_limit: Optional[float] = None) -> BoundResult:
+                time_limit: Optional[float] = None, norm: str = "linf") -> BoundResult:
     """Exact minimum of each spec row over the input set (MILP, binary ReLU indicators).
 
     Shapes as in :func:`lp_bounds`. Every activation must have an exact encoding
@@ -245,28 +313,33 @@ def milp_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
     pre-activation bounds and logits are at most about 1e4 in magnitude (typical trained or
     randomly initialised networks); beyond that (e.g. weights scaled x1000, logits ~1e11)
     answers may be wrong, and are then refused by the check above, not reported.
+    norm: 'linf' (default) or 'l1' (the ball is linear: still a HiGHS MILP; x_worst is moved
+    onto the ball if the solver's slack left it just outside). 'l2' is refused (ValueError):
+    it would need a mixed-integer second-order cone solver, and none is installed.
     Returns BoundResult with lower (N, m) (the solver's proven lower bound, equal to the
     optimum up to the gap), x_worst (N, m, *input_shape) inside the ball and box attaining it,
     info['attained'] (N, m) the objective at x_worst, info['seconds'].
     """
     t0 = time.perf_counter()
+    if check_norm(norm) == "l2":
+        raise ValueError(_L2_MILP_MSG)
     if time_limit is not None:
         time_limit = float(time_limit)
         if not time_limit >= 0:
             raise ValueError(f"time_limit must be a number of seconds >= 0 or None, got {time_limit}")
     deadline = None if time_limit is None else t0 + time_limit
-    P, pre, np_pre, blocks = _setup(model, x, y, eps, spec, clip, pre_bounds, True, exact=True)
+    P, pre, np_pre, blocks = _setup(model, x, y, eps, spec, clip, pre_bounds, True, exact=True, norm=norm)
     opts = dict(_MILP_OPTS)
     lows, att, xw = [], [], []
     for n in range(x.shape[0]):
         vals, xs, mip = _solve_example(blocks, P.activations, np_pre[n], P.lo[n].reshape(-1).double().cpu().numpy(),
                                        P.hi[n].reshape(-1).double().cpu().numpy(),
                                        P.C[n].double().cpu().numpy(), True, opts, f"MILP example {n}",
-                                       deadline)
+                                       deadline, ball=_np_ball(P.ball, n))
         att.append(vals)
         lows.append(mip)
         xw.append(np.stack(xs))
     N, m = x.shape[0], P.C.shape[1]
     x_worst = _to_t(np.stack(xw), P).view(N, m, *x.shape[1:])
     return BoundResult(lower=_to_t(lows, P), pre_bounds=pre, method="milp", x_worst=x_worst,
-                       info={"attained": _to_t(att, P), "seconds": time.perf_counter() - t0})
+                       info={"attained": _to_t(att, P), "seconds": time.perf_counter() - t0}, norm=P.norm)

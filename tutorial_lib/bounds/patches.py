@@ -15,10 +15,14 @@ through their relaxation (slopes and intercepts), as in ``DualActivation.backwar
 Window bookkeeping: the windows of all output positions (oy, ox) of the starting conv have the
 same size (h, w) in the coordinates of the current layer and start at (oy * Sy + Oy, ox * Sx + Ox).
 A coefficient tensor has shape (B, Co, Ho * Wo, C, h, w), B = 1 or N.
+
+For an l2/l1 ball (``ball``) the input term is nu . x0 - eps ||nu||_* over the window: nu is
+zero outside it, and its entries in the padding (outside the image) are masked out, so the
+dual norm is that of the dense pass.
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +31,7 @@ from torch import Tensor
 from .activations import DualActivation
 from .base import DualLayer
 from .layers import DualConv2d
+from .spec import Ball, dual_norm
 
 __all__ = ["applies", "conv_neuron_bounds"]
 
@@ -68,8 +73,8 @@ def _sum3(a: Tensor) -> Tensor:
     return a.sum(dim=(-3, -2, -1))
 
 
-def _chunk_bounds(layers: Sequence[DualLayer], i: int, co: slice, lo: Tensor, hi: Tensor
-                  ) -> Tuple[Tensor, Tensor]:
+def _chunk_bounds(layers: Sequence[DualLayer], i: int, co: slice, lo: Tensor, hi: Tensor,
+                  ball: Optional[Ball] = None) -> Tuple[Tensor, Tensor]:
     """Bounds of the output channels ``co`` of conv layers[i-1], each (N, co, Ho*Wo)."""
     conv = layers[i - 1]
     Co_all, Ho, Wo = conv.out_shape
@@ -101,9 +106,14 @@ def _chunk_bounds(layers: Sequence[DualLayer], i: int, co: slice, lo: Tensor, hi
             (h, Sy, Oy), (w, Sx, Ox) = geom
             geom = [((h - 1) * layer.stride[0] + layer.W.shape[2], Sy * layer.stride[0], Oy * layer.stride[0] - tp),
                     ((w - 1) * layer.stride[1] + layer.W.shape[3], Sx * layer.stride[1], Ox * layer.stride[1] - lp)]
-    mid = _windows((lo + hi) / 2, geom, Ho, Wo)
-    rad = _windows((hi - lo) / 2, geom, Ho, Wo)
-    lin, l1 = _sum3(nu * mid), _sum3(nu.abs() * rad)
+    if ball is None:
+        mid = _windows((lo + hi) / 2, geom, Ho, Wo)
+        rad = _windows((hi - lo) / 2, geom, Ho, Wo)
+        lin, l1 = _sum3(nu * mid), _sum3(nu.abs() * rad)
+    else:  # nu . x0 - eps ||nu||_*, the entries of nu in the padding masked out
+        inside = _windows(torch.ones_like(ball.center[:1]), geom, Ho, Wo)
+        lin = _sum3(nu * _windows(ball.center, geom, Ho, Wo))
+        l1 = ball.radius.view(-1, 1, 1) * dual_norm((nu * inside).flatten(-3), ball.norm)
     N = lo.shape[0]
     lower = (c_lo + lin - l1).expand(N, -1, -1)
     upper = (c_up + lin + l1).expand(N, -1, -1)
@@ -111,9 +121,10 @@ def _chunk_bounds(layers: Sequence[DualLayer], i: int, co: slice, lo: Tensor, hi
 
 
 def conv_neuron_bounds(layers: Sequence[DualLayer], i: int, lo: Tensor, hi: Tensor,
-                       budget: int = 2 ** 25) -> Tuple[Tensor, Tensor]:
+                       budget: int = 2 ** 25, ball: Optional[Ball] = None) -> Tuple[Tensor, Tensor]:
     """Lower and upper dual bounds of the input of activation ``layers[i]`` (a conv output), each
-    (N, Co, Ho, Wo), for the input box [lo, hi] (N, C, H, W). Requires :func:`applies`.
+    (N, Co, Ho, Wo), for the input box [lo, hi] (N, C, H, W), or for ``ball`` (an l2/l1 ball;
+    then lo, hi give only the batch size). Requires :func:`applies`.
     ``budget`` caps the entries of the largest coefficient tensor (output channels are chunked)."""
     if not applies(layers, i):
         raise ValueError("receptive-field bounds need a conv/activation chain below layer i")
@@ -131,7 +142,7 @@ def conv_neuron_bounds(layers: Sequence[DualLayer], i: int, lo: Tensor, hi: Tens
     step = max(1, budget // (lo.shape[0] * Ho * Wo * widest))
     lows, ups = [], []
     for a in range(0, Co, step):
-        l, u = _chunk_bounds(layers, i, slice(a, min(a + step, Co)), lo, hi)
+        l, u = _chunk_bounds(layers, i, slice(a, min(a + step, Co)), lo, hi, ball)
         lows.append(l)
         ups.append(u)
     N = lo.shape[0]

@@ -1,4 +1,8 @@
-"""Robust training loss and certified error (Wong & Kolter 2017, Wong et al. 2018)."""
+"""Robust training loss and certified error (Wong & Kolter 2017, Wong et al. 2018).
+
+Every function takes ``norm`` ('linf' default, 'l2', 'l1'): the ball the bounds hold on (see
+:func:`tutorial_lib.bounds.dual_bounds`; for l2/l1 the pixel box is dropped, sound and looser).
+"""
 from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple
@@ -9,7 +13,7 @@ from torch import Tensor, nn
 
 from .dual import dual_bounds, estimated_dual_bounds, optimized_dual_bounds
 from .interval import interval_bounds
-from .spec import Eps, is_certified
+from .spec import Eps, check_norm, is_certified
 
 __all__ = ["robust_loss", "certified_error", "certified_accuracy_vs_eps", "margins_to_logits"]
 
@@ -25,10 +29,12 @@ def margins_to_logits(J: Tensor, y: Tensor) -> Tensor:
 def robust_loss(model: nn.Module, x: Tensor, y: Tensor, eps: Eps,
                 clip: Optional[Tuple[float, float]] = (0.0, 1.0), proj: Optional[int] = None,
                 generator: Optional[torch.Generator] = None,
-                reduction: str = "mean") -> Tuple[Tensor, Tensor]:
+                reduction: str = "mean", norm: str = "linf") -> Tuple[Tensor, Tensor]:
     """Wong & Kolter's robust loss CE(-J, y) on the dual bounds J of the margins z_y - z_j.
 
-    x: (N, *input_shape) in clip; y: (N,) labels; eps: l_inf radius.
+    x: (N, *input_shape) in clip; y: (N,) labels; eps: the radius in ``norm`` ('linf', 'l2'
+    or 'l1'). Projections: Cauchy for l_inf, Gaussian for l2 (Wong et al. 2018), none for l1
+    (proj must be None there: ValueError).
     Returns (loss, err): loss is differentiable; err (0-d tensor, fraction of examples not
     certified by :func:`is_certified`: some margin bound <= 0 or NaN) is the certified error
     when proj is None. With proj=k (training only)
@@ -38,9 +44,9 @@ def robust_loss(model: nn.Module, x: Tensor, y: Tensor, eps: Eps,
     if y is None:
         raise ValueError("robust_loss needs the labels y")
     if proj is None:
-        res = dual_bounds(model, x, y, eps, clip=clip)
+        res = dual_bounds(model, x, y, eps, clip=clip, norm=norm)
     else:
-        res = estimated_dual_bounds(model, x, y, eps, clip=clip, proj=proj, generator=generator)
+        res = estimated_dual_bounds(model, x, y, eps, clip=clip, proj=proj, generator=generator, norm=norm)
     J = res.lower
     loss = F.cross_entropy(margins_to_logits(J, y), y, reduction=reduction)
     err = (~is_certified(J.detach())).to(J.dtype).mean()
@@ -49,17 +55,19 @@ def robust_loss(model: nn.Module, x: Tensor, y: Tensor, eps: Eps,
 
 def certified_error(model: nn.Module, x: Tensor, y: Tensor, eps: Eps,
                     clip: Optional[Tuple[float, float]] = (0.0, 1.0), method: str = "dual",
-                    batch_size: Optional[int] = None) -> float:
+                    batch_size: Optional[int] = None, norm: str = "linf") -> float:
     """Fraction of examples NOT certified (:func:`is_certified`): some margin z_y - z_j has a
     lower bound <= 0 (a tie is not robust) or NaN.
 
-    x: (N, *input_shape); y: (N,); eps: a number or (N,). Always exact bounds ('dual',
-    'dual-opt' or 'interval'; never projections). Examples that are misclassified (or tied)
-    at x itself count as errors automatically (their margin is <= 0).
+    x: (N, *input_shape); y: (N,); eps: a number or (N,), the radius in ``norm`` ('linf',
+    'l2' or 'l1'). Always exact bounds ('dual', 'dual-opt' or 'interval'; never projections).
+    Examples that are misclassified (or tied) at x itself count as errors automatically
+    (their margin is <= 0).
     """
     fns = {"dual": dual_bounds, "interval": interval_bounds}
     if method not in fns and method != "dual-opt":
         raise ValueError(f"method must be 'dual', 'dual-opt' or 'interval'; got {method!r}")
+    check_norm(norm)
     n = x.shape[0]
     bs = batch_size or n
     bad = 0
@@ -67,24 +75,25 @@ def certified_error(model: nn.Module, x: Tensor, y: Tensor, eps: Eps,
         xb, yb = x[a:a + bs], y[a:a + bs]
         eb = eps[a:a + bs] if isinstance(eps, Tensor) and eps.dim() > 0 else eps
         if method == "dual-opt":
-            low = optimized_dual_bounds(model, xb, yb, eb, clip=clip).lower
+            low = optimized_dual_bounds(model, xb, yb, eb, clip=clip, norm=norm).lower
         else:
             with torch.no_grad():
-                low = fns[method](model, xb, yb, eb, clip=clip).lower
+                low = fns[method](model, xb, yb, eb, clip=clip, norm=norm).lower
         bad += int((~is_certified(low)).sum())
     return bad / n
 
 
 def certified_accuracy_vs_eps(model: nn.Module, x: Tensor, y: Tensor, eps_values: Sequence[float],
                               clip: Optional[Tuple[float, float]] = (0.0, 1.0), method: str = "dual",
-                              batch_size: int = 50) -> List[float]:
+                              batch_size: int = 50, norm: str = "linf") -> List[float]:
     """Certified accuracy (fraction in [0, 1]) at each eps of an increasing sequence.
 
-    x: (N, *input_shape); y: (N,). An example is certified at eps if every margin bound (exact
-    dual, or 'interval') is > 0 there (:func:`is_certified`). To save time, an example not
-    certified at a smaller eps is not tried again at a larger one: that can only under-report
-    certificates (never claim one that was not computed), and the dual bound rarely certifies
-    a larger ball it failed on a smaller one.
+    x: (N, *input_shape); y: (N,); eps_values: radii in ``norm`` ('linf', 'l2' or 'l1'). An
+    example is certified at eps if every margin bound (exact dual, or 'interval') is > 0 there
+    (:func:`is_certified`). To save time, an example not certified at a smaller eps is not
+    tried again at a larger one: that can only under-report certificates (never claim one that
+    was not computed), and the dual bound rarely certifies a larger ball it failed on a smaller
+    one.
     """
     eps_values = [float(e) for e in eps_values]
     if any(b < a for a, b in zip(eps_values, eps_values[1:])) or (eps_values and eps_values[0] < 0):
@@ -92,6 +101,7 @@ def certified_accuracy_vs_eps(model: nn.Module, x: Tensor, y: Tensor, eps_values
     fn = {"dual": dual_bounds, "interval": interval_bounds}.get(method)
     if fn is None:
         raise ValueError(f"method must be 'dual' or 'interval', got {method!r}")
+    check_norm(norm)
     alive = torch.arange(x.shape[0])
     out = []
     for eps in eps_values:
@@ -99,7 +109,7 @@ def certified_accuracy_vs_eps(model: nn.Module, x: Tensor, y: Tensor, eps_values
         for a in range(0, len(alive), batch_size):
             idx = alive[a:a + batch_size]
             with torch.no_grad():
-                low = fn(model, x[idx], y[idx], eps, clip=clip).lower
+                low = fn(model, x[idx], y[idx], eps, clip=clip, norm=norm).lower
             keep.append(idx[is_certified(low).cpu()])
         alive = torch.cat(keep) if keep else alive[:0]
         out.append(len(alive) / x.shape[0])

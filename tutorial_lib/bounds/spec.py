@@ -16,11 +16,37 @@ from .activations import DualActivation
 from .base import UnsupportedLayerError
 from .layers import DualLayer, build_layers
 
-__all__ = ["BoundResult", "Problem", "is_certified", "margin_spec", "prepare", "check_pre_bounds"]
+__all__ = ["BoundResult", "Problem", "Ball", "NORMS", "DUAL_NORMS", "is_certified", "margin_spec", "prepare",
+           "check_pre_bounds", "check_norm", "dual_norm"]
 
 PreBounds = List[Tuple[Tensor, Tensor]]
-#: an l_inf radius: a number, or a tensor of shape (N,) (one per example) or x's shape
+#: a radius: a number, or a tensor of shape (N,) (one per example) or (l_inf only) x's shape
 Eps = Union[float, Tensor]
+
+#: the threat models every bound method takes (``norm=``): the ball {x' : ||x' - x|| <= eps}
+NORMS: Tuple[str, ...] = ("linf", "l2", "l1")
+#: the dual norm of each: the norm of the input coefficients nu_1 in the dual objective's input
+#: term, min over the ball of nu_1 . x' = nu_1 . x - eps ||nu_1||_*
+DUAL_NORMS = {"linf": "l1", "l2": "l2", "l1": "linf"}
+
+
+def check_norm(norm: Any) -> str:
+    """``norm`` if it is one of :data:`NORMS`, else ValueError naming the known ones."""
+    if not isinstance(norm, str) or norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}: the bounds support " + ", ".join(repr(n) for n in NORMS))
+    return norm
+
+
+def dual_norm(v: Tensor, norm: str) -> Tensor:
+    """The dual norm of the ``norm`` ball over the last dim of v: l1 for "linf", l2 for "l2",
+    l_inf for "l1" (so that max over ||d|| <= 1 of v . d = dual_norm(v, norm))."""
+    if norm == "linf":
+        return v.abs().sum(-1)
+    if norm == "l2":
+        return torch.linalg.vector_norm(v, 2, dim=-1)
+    if norm == "l1":
+        return v.abs().amax(-1)
+    raise ValueError(f"unknown norm {norm!r}: the bounds support " + ", ".join(repr(n) for n in NORMS))
 
 
 def is_certified(lower: Tensor) -> Tensor:
@@ -43,6 +69,7 @@ class BoundResult:
     pre_bounds: one (l, u) pair per activation layer, each (N, *its input shape), the bounds used.
     method:     'interval' | 'dual' | 'dual-opt' | 'lp' | 'milp'.
     x_worst:    MILP only: (N, m, *input shape) inputs attaining the minimum of each row.
+    norm:       the threat model: 'linf' (default), 'l2' or 'l1' (:data:`NORMS`).
     alpha:      optimised dual only: the lower lines' parameters (ReLU: slopes), one
                 (N, m, *shape) per optimisable activation layer.
     info:       method-specific numbers (solver times, MILP attained values, step history...).
@@ -54,6 +81,7 @@ class BoundResult:
     x_worst: Optional[Tensor] = None
     alpha: Optional[List[Tensor]] = None
     info: Dict[str, Any] = field(default_factory=dict)
+    norm: str = "linf"  # the ball the bounds hold on (see NORMS)
 
     @property
     def certified(self) -> Tensor:
@@ -67,8 +95,37 @@ class BoundResult:
 
 
 @dataclass
+class Ball:
+    """An l2 or l1 ball {x' : ||x' - center|| <= radius} (the l_inf ball is a box: Problem.lo/hi).
+
+    norm: 'l2' or 'l1'; center: (N, *in_shape), detached; radius: (N, 1).
+    """
+
+    norm: str
+    center: Tensor
+    radius: Tensor
+
+    def term(self, nu0: Tensor) -> Tuple[Tensor, Tensor]:
+        """nu0 (B, m, *in) -> (nu0 . center, radius * ||nu0||_*), each (N, m): the minimum of
+        nu0 . x' over the ball is the first minus the second (the maximum: plus)."""
+        n0 = nu0.flatten(2)
+        c = self.center.flatten(1)
+        if n0.shape[0] == 1:
+            lin = c.matmul(n0[0].t())
+        else:
+            lin = n0.matmul(c.unsqueeze(-1)).squeeze(-1)
+        return lin, self.radius * dual_norm(n0, self.norm)
+
+
+@dataclass
 class Problem:
-    """A checked bound problem: the input set is the box [lo, hi] (each (N, *in_shape))."""
+    """A checked bound problem.
+
+    l_inf (``ball`` None): the input set is the box [lo, hi] (each (N, *in_shape)), the ball
+    intersected with the pixel box. l2/l1: the input set is ``ball`` intersected with the pixel
+    box, and [lo, hi] is a box containing it (x +- eps clipped to the pixel box): the dual and
+    interval bounds use the ball only (the box dropped: sound, looser), the LP/MILP both.
+    """
 
     layers: List[DualLayer]
     x: Tensor
@@ -78,6 +135,12 @@ class Problem:
     y: Optional[Tensor]
     num_classes: int
     nonfinite: Optional[str] = None  # the message naming a NaN/inf parameter, if any
+    ball: Optional[Ball] = None  # the l2/l1 ball; None for l_inf
+
+    @property
+    def norm(self) -> str:
+        """'linf', 'l2' or 'l1'."""
+        return "linf" if self.ball is None else self.ball.norm
 
     @property
     def activations(self) -> List[DualActivation]:
@@ -104,7 +167,7 @@ def margin_spec(y: Tensor, num_classes: int) -> Tensor:
     return C[keep].view(N, K - 1, K)
 
 
-def _check_eps(eps: Eps, x: Tensor) -> Tensor:
+def _check_eps(eps: Eps, x: Tensor, norm: str = "linf") -> Tensor:
     if isinstance(eps, numbers.Real) and not isinstance(eps, bool):
         e = torch.tensor(float(eps), dtype=x.dtype, device=x.device)
     elif isinstance(eps, Tensor):
@@ -121,6 +184,9 @@ def _check_eps(eps: Eps, x: Tensor) -> Tensor:
         return e
     if e.dim() == 1 and e.shape[0] == x.shape[0]:
         return e.view(-1, *([1] * (x.dim() - 1)))  # one eps per example
+    if norm != "linf":
+        raise ValueError(f"for norm={norm!r} eps must be a scalar or shape (N,)=({x.shape[0]},) (one "
+                         f"radius per example); got {tuple(e.shape)} (per-coordinate radii are l_inf only)")
     if tuple(e.shape) == tuple(x.shape):
         return e
     raise ValueError(f"eps must be a scalar, shape (N,)=({x.shape[0]},) or x's shape "
@@ -209,12 +275,15 @@ def _check_layers_reproduce_model(model: nn.Module, layers: Sequence[DualLayer],
 
 
 def prepare(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps, spec: Optional[Tensor] = None,
-            clip: Optional[Tuple[float, float]] = (0.0, 1.0)) -> Problem:
+            clip: Optional[Tuple[float, float]] = (0.0, 1.0), norm: str = "linf") -> Problem:
     """Check every input and build the layer list, the input box and the spec matrix.
 
-    The input set is {x' : |x' - x|_inf <= eps} intersected with the box clip=(lo, hi)
-    (clip=None: no box). x must lie inside the box.
+    The input set is {x' : ||x' - x|| <= eps} in ``norm`` ('linf', 'l2' or 'l1') intersected
+    with the box clip=(lo, hi) (clip=None: no box). x must lie inside the box. For 'l2'/'l1'
+    the Problem's ``ball`` holds the ball and lo/hi the box x +- eps clipped to ``clip`` (which
+    contains the input set); eps is then a scalar or (N,).
     """
+    check_norm(norm)
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() < 2:
         raise ValueError("x must be a floating tensor of shape (N, *input_shape)")
     if x.shape[0] == 0:
@@ -229,7 +298,7 @@ def prepare(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps, spec: Op
     # a NaN/inf parameter: a warning naming it, and NaN lower bounds everywhere (never certified;
     # the LP/MILP raise ValueError), so that a broken network is reported as uncertified
     bad_param = _nonfinite_parameter(model)
-    e = _check_eps(eps, x)
+    e = _check_eps(eps, x, norm)
     _check_model_is_plain(model)
     layers, out_shape = build_layers(model, x[:1].detach().clone())
     if len(out_shape) != 1:
@@ -283,7 +352,10 @@ def prepare(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps, spec: Op
                          "eps or a box clip")
     if bad_param is not None:
         C = torch.full_like(C, float("nan"))  # NaN bounds: never a certificate
-    return Problem(layers, x, lo, hi, C, y, K, bad_param)
+    ball = None
+    if norm != "linf":
+        ball = Ball(norm, xd, e.reshape(-1, 1).expand(N, 1) if e.dim() == 0 else e.reshape(N, 1))
+    return Problem(layers, x, lo, hi, C, y, K, bad_param, ball)
 
 
 def check_pre_bounds(P: Problem, pre_bounds: Sequence[Tuple[Tensor, Tensor]]) -> PreBounds:
