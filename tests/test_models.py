@@ -131,3 +131,18 @@ def test_bounds_accept_exactly_the_models_the_docstring_says(name):
             interval_bounds(model, x, y, 0.01)
     for other in CERTIFIABLE:
         assert f":func:`{other}`" in M.__doc__
+
+
+def test_input_quantization_masks_gradients_and_rounds():
+    from tutorial_lib.models import InputQuantization, build_model
+
+    q = InputQuantization(levels=3)
+    x = torch.tensor([0.0, 0.2, 0.26, 0.74, 0.76, 1.0], requires_grad=True)
+    assert q(x).tolist() == [0.0, 0.0, 0.5, 0.5, 1.0, 1.0]
+    (g,) = torch.autograd.grad(q(x).sum(), x)
+    assert torch.all(g == 0)  # the broken defence's whole trick
+    for bad in (1, 2.5, True):
+        with pytest.raises(ValueError, match="levels"):
+            InputQuantization(bad)
+    net = build_model("mnist_small_quantized", levels=16)
+    assert isinstance(net[0], InputQuantization) and net(torch.rand(2, 1, 28, 28)).shape == (2, 10)

@@ -3,10 +3,11 @@
 Every model takes raw pixels in [0, 1] with shape (N, C, H, W) (or (N, 2) for the
 2-D toys) and returns logits of shape (N, classes). Normalisation, where a paper
 uses it, is the first layer (:class:`Normalize`) so attacks and bounds see raw pixels.
-The models use only Linear, Conv2d, ReLU, Flatten, MaxPool2d, Dropout and Normalize.
+The models use only Linear, Conv2d, ReLU, Flatten, MaxPool2d, Dropout and Normalize, except
+:func:`mnist_small_quantized`, a deliberately broken defence (:class:`InputQuantization` first).
 
 Which models the bounds accept: :mod:`tutorial_lib.bounds` handles the layer types in its table
-``bounds.LAYER_TYPES`` (at present Linear, Conv2d, ReLU, Flatten and Normalize) and raises
+``bounds.LAYER_TYPES`` (at present Linear, Conv2d, ReLU, Sigmoid, Tanh, Flatten and Normalize) and raises
 ``UnsupportedLayerError`` on any other layer, MaxPool2d and Dropout included. So
 :func:`mnist_small`, :func:`mnist_large`, :func:`cifar_small`, :func:`cifar_large` and
 :func:`toy_mlp` can be certified; :func:`madry_mnist`, :func:`trades_smallcnn` and
@@ -28,7 +29,7 @@ from torch import nn
 __all__ = [
     "Normalize", "mnist_small", "mnist_large", "cifar_small", "cifar_large",
     "madry_mnist", "trades_smallcnn", "papernot_mnist", "toy_mlp",
-    "build_model", "MODELS", "count_parameters",
+    "InputQuantization", "mnist_small_quantized", "build_model", "MODELS", "count_parameters",
 ]
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -50,6 +51,27 @@ class Normalize(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
+
+
+class InputQuantization(nn.Module):
+    """Round each pixel to one of ``levels`` evenly spaced values in [0, 1]: x -> round(x (k-1)) / (k-1).
+
+    Rounding has zero derivative almost everywhere, so every gradient-based attack on a model that
+    starts with this layer sees a zero gradient: it *masks* gradients without making the model
+    robust (Athalye, Carlini & Wagner 2018). Shipped as the broken defence of notebook 09.
+    """
+
+    def __init__(self, levels: int = 16) -> None:
+        super().__init__()
+        if isinstance(levels, bool) or int(levels) != levels or levels < 2:
+            raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
+        self.levels = int(levels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x * (self.levels - 1)) / (self.levels - 1)
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}"
 
 
 def _scaled(model: str, width: float, base: Sequence[int]) -> Tuple[int, ...]:
@@ -102,6 +124,16 @@ def mnist_small(width: float = 1) -> nn.Sequential:
     capacity study of notebook 02 uses 0.25, 0.5, 1 and 2); ``width=1`` is the paper's network.
     """
     return _wong_small(1, 28, _scaled("mnist_small", width, (16, 32, 100)), normalize=False)
+
+
+def mnist_small_quantized(levels: int = 16) -> nn.Sequential:
+    """A broken defence: :class:`InputQuantization` (``levels`` grey levels) in front of
+    :func:`mnist_small`. PGD from the model itself sees only zero gradients and fails; attacks
+    that do not need the model's gradient (Square, transfer from the same network without the
+    rounding, i.e. BPDA with the identity) break it. Used by notebook 09's last exercise; the
+    bounds refuse it (the rounding is not a layer they support).
+    """
+    return nn.Sequential(InputQuantization(levels), *mnist_small())
 
 
 def mnist_large() -> nn.Sequential:
@@ -185,6 +217,7 @@ def toy_mlp(in_dim: int = 2, hidden: Sequence[int] = (32, 32), classes: int = 2)
 
 MODELS: Dict[str, Callable[..., nn.Sequential]] = {
     "mnist_small": mnist_small,
+    "mnist_small_quantized": mnist_small_quantized,
     "mnist_large": mnist_large,
     "cifar_small": cifar_small,
     "cifar_large": cifar_large,
