@@ -242,3 +242,19 @@ def test_margin_pgd_kappa_caps_the_loss_and_is_cw_plus(natural_model, batch):
         MarginPGD(0.1, kappa=0)
     x_adv = MarginPGD(0.2, steps=20, kappa=50)(natural_model, x[:64], y[:64])
     assert (natural_model(x_adv).argmax(1) != y[:64]).float().mean() > 0.9
+
+
+def test_robust_masks_are_evaluate_per_example(natural_model, batch):
+    from tutorial_lib.attacks.evaluation import robust_masks
+
+    x, y = batch[0][:100], batch[1][:100]
+    attacks = {"fgsm": FGSM(0.1), "pgd": PGD(0.1, steps=10)}
+    masks = robust_masks(natural_model, (x, y), attacks, batch_size=32, progress=False)
+    acc = evaluate(natural_model, (x, y), attacks, batch_size=32, progress=False)
+    assert set(masks) == {"clean", "fgsm", "pgd"}
+    for name, m in masks.items():
+        assert m.dtype == torch.bool and m.shape == (100,)
+        assert m.float().mean().item() == pytest.approx(acc[name])
+        assert not (m & ~masks["clean"]).any()  # robust implies clean-correct
+    worst = masks["fgsm"] & masks["pgd"]
+    assert worst.sum() <= min(masks["fgsm"].sum(), masks["pgd"].sum())

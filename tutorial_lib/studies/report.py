@@ -9,6 +9,10 @@ target=source``, also PGD-40 examples crafted on ``source`` (black box for ``tar
 ``--certified``, the certified accuracy (exact dual bound of Wong & Kolter, no projections):
 
     python -m tutorial_lib.report mnist_small_robust --eps 0.1 --n 10000 --certified --json out.json
+
+``--ensemble`` adds the AutoAttack-style attacks APGD-CE, APGD-T and Square (l-inf, see
+:func:`ensemble_attacks`) and the column "ensemble", the per-example worst case over every attack
+of the row (notebook 09's table: ``data/results/capstone_eps*.json``).
 """
 from __future__ import annotations
 
@@ -16,30 +20,55 @@ import argparse
 import difflib
 import json
 import sys
+import time
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
+import torch
 from torch import nn
 
-from ..attacks import FGSM, PGD, TransferAttack, evaluate
-from ..bounds import certified_error
+from ..attacks import APGD, FGSM, PGD, APGDTargeted, Square, TransferAttack
+from ..attacks.evaluation import robust_masks
+from ..bounds import UnsupportedLayerError, certified_error
 from ..checkpoints import CheckpointNotFoundError, ChecksumMismatchError, load_checkpoint, read_registry
 from ..data import ChecksumError, DataUnavailableError, test_subset
 
-__all__ = ["robustness_table", "main"]
+__all__ = ["robustness_table", "ensemble_attacks", "ENSEMBLE_COLUMNS", "main"]
+
+
+#: The attacks ``ensemble=True`` adds, in the order of AutoAttack's standard version (which also
+#: runs FAB-T, not implemented here): APGD with the cross-entropy, targeted APGD with the DLR loss
+#: on the 9 most likely wrong classes, and the score-based Square attack (no gradients).
+ENSEMBLE_COLUMNS = ("APGD-CE", "APGD-T", "Square")
+
+
+def ensemble_attacks(eps: float, square_queries: int = 5000, seed: int = 0) -> Dict[str, nn.Module]:
+    """{"APGD-CE", "APGD-T", "Square"}: the AutoAttack-style members at l-inf radius ``eps``
+    (100 steps each; 9 target classes; ``square_queries`` queries, p_init 0.8 as for MNIST)."""
+    return {"APGD-CE": APGD(eps, steps=100, seed=seed),
+            "APGD-T": APGDTargeted(eps, steps=100, n_targets=9, seed=seed),
+            "Square": Square(eps, n_queries=square_queries, seed=seed)}
 
 
 def robustness_table(names: List[str], eps: float, n: int, dataset: str = "mnist",
                      transfer: Optional[Mapping[str, str]] = None, certified: bool = False,
                      progress: bool = False,
-                     models: Optional[Mapping[str, nn.Module]] = None) -> Dict[str, Dict[str, float]]:
-    """{checkpoint: {"clean", "FGSM", "PGD-40", "PGD-100 x3"[, "transfer"][, "certified"]:
-    accuracy in [0, 1]}} on the first ``n`` test images.
+                     models: Optional[Mapping[str, nn.Module]] = None, ensemble: bool = False,
+                     square_queries: int = 5000, batch_size: int = 500, cert_batch_size: int = 50,
+                     on_row: Optional[Callable[[str, Dict[str, float]], None]] = None
+                     ) -> Dict[str, Dict[str, float]]:
+    """{checkpoint: {"clean", "FGSM", "PGD-40", "PGD-100 x3"[, "transfer"][, "APGD-CE", "APGD-T",
+    "Square", "ensemble"][, "certified"]: accuracy in [0, 1]}} on the first ``n`` test images.
 
     ``transfer`` maps a checkpoint to the checkpoint whose PGD-40 examples are transferred to it;
-    ``certified`` adds 1 - the certified error of the exact dual bound at ``eps``. ``models``
-    maps a name to the model to use instead of the shipped checkpoint of that name (e.g. a model
-    just retrained into ``runs/``).
+    ``ensemble`` adds :func:`ensemble_attacks` and the column "ensemble": per example, the worst
+    case over *every* attack of the row (clean-correct and broken by none), so it is at most each
+    attack's column; ``certified`` adds 1 - the certified error of the exact dual bound at ``eps``
+    (left out for a model the bounds do not support, e.g. max pooling). ``models`` maps a name to
+    the model to use instead of the shipped checkpoint of that name (e.g. a model just retrained
+    into ``runs/``). ``batch_size`` (attacks) and ``cert_batch_size`` (bounds) trade memory for
+    speed (a GPU takes all 10,000 MNIST test images in one batch). ``on_row(name, row)`` is called
+    after each checkpoint (the command line saves the table so far with it).
     """
     models = dict(models or {})
 
@@ -58,10 +87,24 @@ def robustness_table(names: List[str], eps: float, n: int, dataset: str = "mnist
                    "PGD-100 x3": PGD(eps, alpha=0.01, steps=100, restarts=3)}
         if name in transfer:
             attacks["transfer"] = TransferAttack(get(transfer[name]), pgd40)
+        if ensemble:
+            attacks.update(ensemble_attacks(eps, square_queries))
         model = get(name)
-        table[name] = evaluate(model, (x, y), attacks, progress=progress)
+        masks = robust_masks(model, (x, y), attacks, batch_size=batch_size, progress=progress, desc=name)
+        row = {k: m.sum().item() / len(m) for k, m in masks.items()}
+        if ensemble:
+            worst = torch.stack([masks[k] for k in attacks]).all(0)
+            row["ensemble"] = worst.sum().item() / len(worst)
+        table[name] = row
         if certified:
-            table[name]["certified"] = 1 - certified_error(model, x, y, eps, batch_size=50)
+            try:
+                dev = next(model.parameters()).device
+                table[name]["certified"] = 1 - certified_error(model, x.to(dev), y.to(dev), eps,
+                                                               batch_size=cert_batch_size)
+            except UnsupportedLayerError:
+                pass
+        if on_row is not None:
+            on_row(name, table[name])
     return table
 
 
@@ -74,8 +117,17 @@ def main(argv=None) -> None:
     p.add_argument("--transfer", nargs="*", default=[], metavar="TARGET=SOURCE",
                    help="also attack TARGET with PGD-40 examples crafted on SOURCE")
     p.add_argument("--certified", action="store_true", help="add the certified accuracy (exact dual bound)")
-    p.add_argument("--json", default=None, help="also write the table (accuracies in [0, 1]) to this file")
+    p.add_argument("--ensemble", action="store_true",
+                   help="add APGD-CE, APGD-T (9 targets), Square and the per-example worst case over all attacks")
+    p.add_argument("--square-queries", type=int, default=5000, help="query budget of Square (default 5000)")
+    p.add_argument("--batch-size", type=int, default=500, help="examples per attack batch (default 500)")
+    p.add_argument("--cert-batch-size", type=int, default=50, help="examples per bound batch (default 50)")
+    p.add_argument("--json", default=None,
+                   help="also write the table (accuracies in [0, 1]) to this file, updated after each checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     args = p.parse_args(argv)
+    if args.json and Path(args.json).exists() and not args.overwrite:
+        p.exit(2, f"{p.prog}: error: {args.json} exists: nothing run (pass --overwrite to replace it)\n")
     pairs = [t.split("=") for t in args.transfer]
     if any(len(pr) != 2 or not all(pr) for pr in pairs):
         p.error("--transfer takes TARGET=SOURCE pairs")
@@ -86,24 +138,37 @@ def main(argv=None) -> None:
             hint = f"; did you mean {close[0]!r}?" if close else ""
             p.exit(2, f"{p.prog}: error: unknown checkpoint {name!r}{hint} "
                       f"(known: {', '.join(registered)}; or give a .pt file)\n")
+    start = time.time()
+    cmd = "python -m tutorial_lib.report " + " ".join(sys.argv[1:] if argv is None else argv)
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    rows: Dict[str, Dict[str, float]] = {}
+
+    def save(name: str, row: Dict[str, float]) -> None:
+        rows[name] = row
+        if args.json:
+            out = {"eps": args.eps, "n": args.n, "command": cmd, "device": device,
+                   "seconds": round(time.time() - start, 1), "complete": len(rows) == len(args.checkpoints),
+                   "table": rows}
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(args.json).with_suffix(".tmp")
+            tmp.write_text(json.dumps(out, indent=1) + "\n")
+            tmp.replace(args.json)
+
     try:
         table = robustness_table(args.checkpoints, args.eps, args.n, transfer=dict(pairs),
-                                 certified=args.certified, progress=True)
+                                 certified=args.certified, progress=True, ensemble=args.ensemble,
+                                 square_queries=args.square_queries, batch_size=args.batch_size,
+                                 cert_batch_size=args.cert_batch_size, on_row=save)
     except (CheckpointNotFoundError, ChecksumMismatchError, DataUnavailableError, ChecksumError,
             ValueError) as e:
         p.exit(2, f"{p.prog}: error: {e}\n")
     cols = ["clean", "FGSM", "PGD-40", "PGD-100 x3"] + (["transfer"] if pairs else []) \
-        + (["certified"] if args.certified else [])
+        + ([*ENSEMBLE_COLUMNS, "ensemble"] if args.ensemble else []) + (["certified"] if args.certified else [])
     print(f"accuracy (%) on the first {args.n} MNIST test images, l-inf eps = {args.eps}")
     print("| checkpoint | " + " | ".join(cols) + " |")
     print("|---|" + "---|" * len(cols))
     for name, row in table.items():
         print(f"| {name} | " + " | ".join(f"{100 * row[c]:.1f}" if c in row else "-" for c in cols) + " |")
-    if args.json:
-        cmd = "python -m tutorial_lib.report " + " ".join(sys.argv[1:] if argv is None else argv)
-        out = {"eps": args.eps, "n": args.n, "command": cmd, "table": table}
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":

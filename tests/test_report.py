@@ -1,0 +1,40 @@
+"""The report behind the README and notebook 09: the ensemble column is the per-example worst
+case, certificates stay below it, models the bounds cannot see are left uncertified, and a
+results file is never replaced without --overwrite."""
+import json
+
+import pytest
+
+from tutorial_lib.studies.report import ENSEMBLE_COLUMNS, main, robustness_table
+
+
+@pytest.fixture(scope="module")
+def small_table():
+    return robustness_table(["mnist_small_robust", "papernot_student_t100"], eps=0.1, n=24, ensemble=True,
+                            certified=True, square_queries=200, batch_size=24)
+
+
+def test_ensemble_is_the_worst_case_of_every_column(small_table):
+    for name, row in small_table.items():
+        attacks = ["FGSM", "PGD-40", "PGD-100 x3", *ENSEMBLE_COLUMNS]
+        assert set(attacks) <= set(row)
+        assert all(row["ensemble"] <= row[a] <= row["clean"] for a in attacks), (name, row)
+
+
+def test_certified_below_ensemble_and_only_where_the_bounds_apply(small_table):
+    robust = small_table["mnist_small_robust"]
+    assert robust["certified"] <= robust["ensemble"]  # a sound certificate is never broken
+    assert "certified" not in small_table["papernot_student_t100"]  # max pooling: no bound
+
+
+def test_results_file_kept_unless_overwrite(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    out.write_text("{}")
+    with pytest.raises(SystemExit) as e:
+        main(["mnist_small_natural", "--n", "4", "--json", str(out)])
+    assert e.value.code == 2 and out.read_text() == "{}"
+    assert "--overwrite" in capsys.readouterr().err
+    main(["mnist_small_natural", "--n", "4", "--json", str(out), "--overwrite"])
+    saved = json.loads(out.read_text())
+    assert saved["complete"] is True and set(saved["table"]) == {"mnist_small_natural"}
+    assert saved["n"] == 4 and "--overwrite" in saved["command"]
