@@ -56,8 +56,12 @@ class CheckResult:
         lines += [f"  - {p}" for p in self.problems]
         return "\n".join(lines)
 
-    def _repr_pretty_(self, printer, cycle):  # IPython shows the words, not the dataclass
-        printer.text(str(self))
+    printed: bool = field(default=False, repr=False, compare=False)
+
+    def _ipython_display_(self):
+        """As a cell's last value: the words, unless the checker has just printed them."""
+        if not self.printed:
+            print(self)
 
 
 class Checker:
@@ -121,6 +125,7 @@ class Checker:
                              problems=list(self.problems) if self.started else [], cases=self.cases)
         if self.verbose:
             print(result)
+            result.printed = True
         return result
 
 
