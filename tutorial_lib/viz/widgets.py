@@ -14,7 +14,8 @@ from ..attacks import FGSM, PGD, Attack
 if TYPE_CHECKING:  # only for the annotation; ipywidgets is imported when a widget is built
     import ipywidgets
 
-__all__ = ["ATTACKS", "make_attack", "attack_example", "draw_attack_example", "attack_explorer"]
+__all__ = ["ATTACKS", "make_attack", "attack_example", "draw_attack_example", "attack_explorer",
+           "draw_evaluation", "evaluation_explorer"]
 
 ATTACKS = ("FGSM", "PGD-40", "PGD-40 targeted (next class)", "PGD-40 l2")
 
@@ -108,3 +109,70 @@ def attack_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     update()
     box = W.VBox([W.HBox([index, eps, attack]), out])
     return box
+
+
+def draw_evaluation(eps_values: Sequence[float], curve: Sequence[float], eps: float,
+                    r: Dict[str, object], title: str = "", fig: Optional[Figure] = None) -> Figure:
+    """Notebook 09's explorer view: robust accuracy against eps (``curve``, in [0, 1], one value per
+    eps of ``eps_values``) with the chosen ``eps`` marked, beside one example attacked at ``eps``
+    (``r`` from :func:`attack_example`-like dicts: ``x``, ``x_adv``, ``clean_pred``, ``adv_pred``)."""
+    if fig is None:
+        fig = plt.figure(figsize=(9, 3))
+    fig.clf()
+    ax, a1, a2 = fig.subplots(1, 3, gridspec_kw={"width_ratios": [2.2, 1, 1]})
+    ax.plot(eps_values, [100 * c for c in curve], marker="o")
+    ax.axvline(eps, color="gray", ls="--")
+    ax.set(xlabel="eps (l-inf)", ylabel="robust accuracy (%)", ylim=(-3, 103), title=title)
+    ax.title.set_fontsize(9)
+    img = lambda t: t[0, 0].numpy() if t.shape[1] == 1 else t[0].permute(1, 2, 0).numpy()
+    a1.imshow(img(r["x"]), cmap="gray", vmin=0, vmax=1)
+    a1.set_title(f"clean: {r['clean_pred']}", fontsize=9)
+    a2.imshow(img(r["x_adv"]), cmap="gray", vmin=0, vmax=1)
+    a2.set_title(f"eps={eps:.2f}: {r['adv_pred']}", fontsize=9, color="red" if r["fooled"] else "green")
+    for a in (a1, a2):
+        a.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def evaluation_explorer(models: Dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
+                        eps_values: Sequence[float] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4),
+                        square_queries: int = 300) -> ipywidgets.VBox:
+    """ipywidgets explorer of notebook 09: pick a model, an attack and eps; shows the robust
+    accuracy curve on (x, y) (computed once per model and attack, by
+    :func:`tutorial_lib.studies.capstone.robust_accuracy_curve`) and example ``index`` attacked at eps."""
+    import ipywidgets as W
+    from IPython.display import display
+
+    from ..studies.capstone import EXPLORER_ATTACKS, make_attack, robust_accuracy_curve
+
+    model_w = W.Dropdown(options=list(models), description="model")
+    attack_w = W.Dropdown(options=list(EXPLORER_ATTACKS), value="PGD-40", description="attack")
+    eps_w = W.FloatSlider(value=0.1, min=0.0, max=max(eps_values), step=0.01, description="eps")
+    index_w = W.IntSlider(0, 0, len(x) - 1, description="example")
+    out = W.Output()
+    curves: Dict[tuple, list] = {}
+
+    def update(*_):
+        model, name = models[model_w.value], attack_w.value
+        key = (model_w.value, name)
+        if key not in curves:
+            curves[key] = robust_accuracy_curve(model, x, y, name, eps_values, square_queries)
+        i, eps = index_w.value, eps_w.value
+        xi, yi = x[i:i + 1], y[i:i + 1]
+        x_adv = make_attack(name, eps, square_queries)(model, xi, yi) if eps > 0 else xi.clone()
+        with torch.no_grad():
+            clean_pred, adv_pred = int(model(xi).argmax(1)), int(model(x_adv).argmax(1))
+        r = {"x": xi.cpu(), "x_adv": x_adv.cpu(), "clean_pred": clean_pred, "adv_pred": adv_pred,
+             "fooled": adv_pred != int(yi)}
+        with out:
+            out.clear_output(wait=True)
+            fig = draw_evaluation(eps_values, curves[key], eps, r,
+                                  title=f"{model_w.value}, {name} ({len(x)} images)")
+            display(fig)
+            plt.close(fig)
+
+    for w in (model_w, attack_w, eps_w, index_w):
+        w.observe(update, names="value")
+    update()
+    return W.VBox([W.HBox([model_w, attack_w]), W.HBox([eps_w, index_w]), out])
