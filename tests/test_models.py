@@ -9,7 +9,8 @@ from tutorial_lib.models import MODELS, Normalize, build_model, count_parameters
 
 INPUTS = {"mnist_small": (1, 28, 28), "mnist_large": (1, 28, 28), "cifar_small": (3, 32, 32),
           "cifar_large": (3, 32, 32), "madry_mnist": (1, 28, 28), "trades_smallcnn": (1, 28, 28),
-          "papernot_mnist": (1, 28, 28), "toy_mlp": (2,)}
+          "papernot_mnist": (1, 28, 28), "toy_mlp": (2,), "mnist_small_quantized": (1, 28, 28),
+          "mnist_residual": (1, 28, 28), "cifar_resnet": (3, 32, 32)}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -4,7 +4,9 @@ Every model takes raw pixels in [0, 1] with shape (N, C, H, W) (or (N, 2) for th
 2-D toys) and returns logits of shape (N, classes). Normalisation, where a paper
 uses it, is the first layer (:class:`Normalize`) so attacks and bounds see raw pixels.
 The models use only Linear, Conv2d, ReLU, Flatten, MaxPool2d, Dropout and Normalize, except
-:func:`mnist_small_quantized`, a deliberately broken defence (:class:`InputQuantization` first).
+:func:`mnist_small_quantized`, a deliberately broken defence (:class:`InputQuantization` first),
+and the residual networks :func:`mnist_residual` and :func:`cifar_resnet` (:class:`Residual`
+blocks; bounded by ``tutorial_lib.bounds.graph``, not yet by the other bound methods).
 
 Which models the bounds accept: :mod:`tutorial_lib.bounds` handles the layer types in its table
 ``bounds.LAYER_TYPES`` (at present Linear, Conv2d, ReLU, Sigmoid, Tanh, Flatten and Normalize) and raises
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Callable, Dict, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -29,7 +31,8 @@ from torch import nn
 __all__ = [
     "Normalize", "mnist_small", "mnist_large", "cifar_small", "cifar_large",
     "madry_mnist", "trades_smallcnn", "papernot_mnist", "toy_mlp",
-    "InputQuantization", "mnist_small_quantized", "build_model", "MODELS", "count_parameters",
+    "InputQuantization", "mnist_small_quantized", "Residual", "mnist_residual", "cifar_resnet",
+    "build_model", "MODELS", "count_parameters",
 ]
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -215,9 +218,81 @@ def toy_mlp(in_dim: int = 2, hidden: Sequence[int] = (32, 32), classes: int = 2)
     return nn.Sequential(*layers)
 
 
+# --------------------------------------------------------------------------------------------
+# residual networks (Wong, Schmidt, Metzen & Kolter 2018): a residual block y = body(x) + shortcut(x)
+# is the simplest graph z_i = sum_j f_ij(z_j) of the paper; its dual is the sum of the branches'
+# duals. tutorial_lib.bounds.graph bounds nn.Sequential networks that contain Residual blocks.
+# --------------------------------------------------------------------------------------------
+class Residual(nn.Module):
+    """y = body(x) + shortcut(x); shortcut None is the identity (y = body(x) + x).
+
+    body, shortcut: modules with matching output shapes (for the bounds: nn.Sequential of
+    Linear / Conv2d / ReLU / Flatten, possibly holding further Residual blocks; the shortcut
+    usually the identity or a 1x1 / strided Conv2d).
+    """
+
+    def __init__(self, body: nn.Module, shortcut: Optional[nn.Module] = None) -> None:
+        super().__init__()
+        if not isinstance(body, nn.Module):
+            raise TypeError(f"body must be an nn.Module, got {type(body).__name__}")
+        if shortcut is not None and not isinstance(shortcut, nn.Module):
+            raise TypeError(f"shortcut must be None (identity) or an nn.Module, got {type(shortcut).__name__}")
+        self.body = body
+        self.shortcut = shortcut
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + (x if self.shortcut is None else self.shortcut(x))
+
+
+def mnist_residual() -> nn.Sequential:
+    """A small MNIST residual network (ours, in the spirit of the paper's residual nets; not a
+    network from the paper): conv 1->16 4x4/2 pad 1, ReLU, one identity-shortcut residual block
+    (conv 16->16 3x3 pad 1, ReLU, conv 16->16 3x3 pad 1), ReLU, conv 16->32 4x4/2 pad 1, ReLU,
+    Flatten, Linear(32*7*7, 100), ReLU, Linear(100, 10). Input (N, 1, 28, 28)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 4, stride=2, padding=1), nn.ReLU(),
+        Residual(nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1))),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(32 * 7 * 7, 100), nn.ReLU(), nn.Linear(100, 10),
+    )
+
+
+def _block(c_in: int, c_out: int, downsample: bool) -> List[nn.Module]:
+    """One block of the paper's ResNet (convex_adversarial's examples/problems.py): body conv
+    (3x3/1 pad 1, or 4x4/2 pad 1 when downsampling), ReLU, conv 3x3/1 pad 1; shortcut a conv
+    (1x1/1, or 2x2/2 when downsampling); the sum followed by a ReLU."""
+    k, s, k_skip = (4, 2, 2) if downsample else (3, 1, 1)
+    body = nn.Sequential(nn.Conv2d(c_in, c_out, k, stride=s, padding=1), nn.ReLU(),
+                         nn.Conv2d(c_out, c_out, 3, stride=1, padding=1))
+    return [Residual(body, nn.Conv2d(c_in, c_out, k_skip, stride=s, padding=0)), nn.ReLU()]
+
+
+def cifar_resnet() -> nn.Sequential:
+    """The CIFAR-10 ResNet of Wong et al. 2018: four residual blocks with 16, 16, 32 and 64
+    filters (the last two downsample by 2), as in convex_adversarial's ``cifar_model_resnet(N=1,
+    factor=1)``: conv 3->16 3x3 pad 1, ReLU, the blocks (:func:`_block`; the shortcuts are
+    convolutions, 1x1 or 2x2 stride 2, not identities), Flatten, Linear(64*8*8, 1000), ReLU,
+    Linear(1000, 10). Input (N, 3, 32, 32), raw pixels (no normalisation layer). Initialised as
+    there: conv weights N(0, 2 / (k*k*out_channels)), conv biases 0 (Linear: PyTorch's default)."""
+    layers: List[nn.Module] = [nn.Conv2d(3, 16, 3, stride=1, padding=1), nn.ReLU()]
+    layers += _block(16, 16, False) + _block(16, 16, False) + _block(16, 32, True) + _block(32, 64, True)
+    layers += [nn.Flatten(), nn.Linear(64 * 8 * 8, 1000), nn.ReLU(), nn.Linear(1000, 10)]
+    model = nn.Sequential(*layers)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                m.weight.normal_(0, math.sqrt(2.0 / n))
+                m.bias.zero_()
+    return model
+
+
 MODELS: Dict[str, Callable[..., nn.Sequential]] = {
     "mnist_small": mnist_small,
     "mnist_small_quantized": mnist_small_quantized,
+    "mnist_residual": mnist_residual,
+    "cifar_resnet": cifar_resnet,
     "mnist_large": mnist_large,
     "cifar_small": cifar_small,
     "cifar_large": cifar_large,

@@ -1,0 +1,279 @@
+"""Bounds for residual networks (tutorial_lib.bounds.graph, tutorial_lib.models.Residual): agreement
+with the flat code on networks without blocks, an exact flat rewrite of a residual MLP,
+soundness against PGD and dense sampling, dual vs interval, the container and the refusals.
+Float64 tiny networks throughout."""
+import pytest
+import torch
+from torch import nn
+
+from tutorial_lib.attacks import PGD
+from tutorial_lib.bounds import UnsupportedLayerError, dual_bounds, interval_bounds
+from tutorial_lib.bounds.graph import residual_dual_bounds, residual_interval_bounds
+from tutorial_lib.models import Residual, cifar_resnet, mnist_residual
+
+DT = torch.float64
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _init(net, seed, gain=1.0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                fan_in = m.weight[0].numel()
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g, dtype=DT) * gain / fan_in ** 0.5)
+                if m.bias is not None:
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g, dtype=DT) * 0.1)
+    return net.eval()
+
+
+def _flat_cnn(seed=0):
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1),
+                        nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 12), nn.ReLU(), nn.Linear(12, 5)).to(DT)
+    return _init(net, seed)
+
+
+def _res_mlp(seed, d=6, h=10, k=4, blocks=2):
+    layers = [nn.Linear(d, h), nn.ReLU()]
+    for _ in range(blocks):
+        layers += [Residual(nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Linear(h, h))), nn.ReLU()]
+    layers += [nn.Linear(h, k)]
+    return _init(nn.Sequential(*layers).to(DT), seed)
+
+
+def _res_cnn(seed):
+    net = nn.Sequential(
+        nn.Conv2d(1, 3, 3, stride=2, padding=1), nn.ReLU(),
+        Residual(nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1))), nn.ReLU(),
+        Residual(nn.Sequential(nn.Conv2d(3, 4, 4, stride=2, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1)),
+                 nn.Conv2d(3, 4, 2, stride=2)), nn.ReLU(),
+        nn.Flatten(), nn.Linear(4 * 2 * 2, 5)).to(DT)
+    return _init(net, seed)
+
+
+def _data(shape, n, seed, k):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, *shape, generator=g, dtype=DT) * 0.8 + 0.1
+    y = torch.randint(0, k, (n,), generator=g)
+    return x, y
+
+
+def _margins(model, x, y):
+    with torch.no_grad():
+        z = model(x)
+    K = z.shape[1]
+    rows = [z[:, [j]] for j in range(K)]
+    m = z.gather(1, y[:, None]) - torch.cat(rows, 1)
+    keep = torch.ones_like(m, dtype=torch.bool)
+    keep[torch.arange(len(y)), y] = False
+    return m[keep].view(len(y), K - 1)
+
+
+# (1) agreement with the existing code on a network without blocks ------------------------
+@pytest.mark.parametrize("eps", [0.0, 0.03, 0.1])
+def test_no_blocks_matches_flat_code(eps):
+    net = _flat_cnn()
+    x, y = _data((1, 8, 8), 4, 1, 5)
+    torch.testing.assert_close(residual_dual_bounds(net, x, y, eps), dual_bounds(net, x, y, eps).lower,
+                               rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(residual_interval_bounds(net, x, y, eps),
+                               interval_bounds(net, x, y, eps).lower, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(residual_dual_bounds(net, x, y, eps, clip=None),
+                               dual_bounds(net, x, y, eps, clip=None).lower, rtol=1e-6, atol=1e-6)
+
+
+def test_no_blocks_mlp_and_nested_sequential():
+    net = _init(nn.Sequential(nn.Linear(6, 8), nn.Sequential(nn.ReLU(), nn.Linear(8, 8), nn.ReLU()),
+                              nn.Linear(8, 3)).to(DT), 3)
+    x, y = _data((6,), 5, 2, 3)
+    torch.testing.assert_close(residual_dual_bounds(net, x, y, 0.1), dual_bounds(net, x, y, 0.1).lower,
+                               rtol=1e-6, atol=1e-6)
+
+
+# (2) an exact flat rewrite -------------------------------------------------------------------
+def test_residual_at_input_equals_flat_rewrite():
+    """y = W2 relu(W1 x + b1) + b2 + x with x >= 0 (the pixel box) is exactly
+    [W2, I, -I] relu([W1; I; -I] x + [b1; 0; 0]) + b2: relu(x) = x and relu(-x) = 0 are stable
+    neurons on the box, so the relaxations (and the bounds) coincide."""
+    d, h, k = 5, 7, 4
+    W1 = nn.Linear(d, h)
+    W2 = nn.Linear(h, d)
+    head = [nn.ReLU(), nn.Linear(d, 6), nn.ReLU(), nn.Linear(6, k)]
+    res = _init(nn.Sequential(Residual(nn.Sequential(W1, nn.ReLU(), W2)), *head).to(DT), 5)
+    A = nn.Linear(d, h + 2 * d).to(DT)
+    B = nn.Linear(h + 2 * d, d).to(DT)
+    eye = torch.eye(d, dtype=DT)
+    with torch.no_grad():
+        A.weight.copy_(torch.cat([W1.weight, eye, -eye]))
+        A.bias.copy_(torch.cat([W1.bias, torch.zeros(2 * d, dtype=DT)]))
+        B.weight.copy_(torch.cat([W2.weight, eye, -eye], 1))
+        B.bias.copy_(W2.bias)
+    flat = nn.Sequential(A, nn.ReLU(), B, *head).eval()
+    x, y = _data((d,), 6, 4, k)
+    torch.testing.assert_close(res(x), flat(x))
+    for eps in (0.05, 0.2):
+        torch.testing.assert_close(residual_dual_bounds(res, x, y, eps), dual_bounds(flat, x, y, eps).lower,
+                                   rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(residual_interval_bounds(res, x, y, eps),
+                                   interval_bounds(flat, x, y, eps).lower, rtol=1e-6, atol=1e-6)
+
+
+# (3) soundness ----------------------------------------------------------------------------
+def _empirical_min(model, x, y, eps, n_samples, seed):
+    """Min margin over PGD (two restarts) and dense uniform samples of the ball within [0, 1]."""
+    adv = PGD(eps, steps=30, restarts=2, seed=seed)(model, x, y)
+    best = _margins(model, adv, y)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(n_samples // 200):
+        xs = x.unsqueeze(1) + eps * (2 * torch.rand(x.shape[0], 200, *x.shape[1:], generator=g, dtype=DT) - 1)
+        xs = xs.clamp(0, 1)
+        # corners are where the extremes of near-linear nets sit: include sign vectors
+        corner = (x.unsqueeze(1) + eps * torch.sign(torch.randn(xs.shape, generator=g, dtype=DT))).clamp(0, 1)
+        for pts in (xs, corner):
+            flat = pts.reshape(-1, *x.shape[1:])
+            m = _margins(model, flat, y.repeat_interleave(200)).view(x.shape[0], 200, -1)
+            best = torch.minimum(best, m.min(1).values)
+    return best
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sound_residual_mlp(seed):
+    net = _res_mlp(seed)
+    x, y = _data((6,), 5, 10 + seed, 4)
+    for eps in (0.02, 0.1):
+        emp = _empirical_min(net, x, y, eps, 2000, seed)
+        assert (residual_dual_bounds(net, x, y, eps) <= emp + 1e-9).all()
+        assert (residual_interval_bounds(net, x, y, eps) <= emp + 1e-9).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sound_residual_cnn(seed):
+    net = _res_cnn(seed)
+    x, y = _data((1, 8, 8), 3, 20 + seed, 5)
+    for eps in (0.01, 0.05):
+        emp = _empirical_min(net, x, y, eps, 1000, seed)
+        dual = residual_dual_bounds(net, x, y, eps)
+        assert (dual <= emp + 1e-9).all()
+        assert (residual_interval_bounds(net, x, y, eps) <= emp + 1e-9).all()
+
+
+def test_eps_zero_is_exact():
+    net = _res_cnn(3)
+    x, y = _data((1, 8, 8), 3, 7, 5)
+    m = _margins(net, x, y)
+    torch.testing.assert_close(residual_dual_bounds(net, x, y, 0.0), m)
+    torch.testing.assert_close(residual_interval_bounds(net, x, y, 0.0), m)
+
+
+# (4) dual tighter than interval -------------------------------------------------------------
+@pytest.mark.parametrize("make,shape,k", [(_res_mlp, (6,), 4), (_res_cnn, (1, 8, 8), 5)])
+def test_dual_tighter_than_interval(make, shape, k):
+    net = make(4)
+    x, y = _data(shape, 6, 30, k)
+    eps = 0.02
+    dual, ibp = residual_dual_bounds(net, x, y, eps), residual_interval_bounds(net, x, y, eps)
+    assert dual.mean() > ibp.mean()
+
+
+def test_dual_is_differentiable():
+    net = _res_mlp(0)
+    x, y = _data((6,), 3, 1, 4)
+    residual_dual_bounds(net, x, y, 0.05).sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+# (5) the container and the builders ---------------------------------------------------------
+def test_residual_forward():
+    body = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4)).to(DT)
+    short = nn.Linear(4, 4).to(DT)
+    x = torch.randn(3, 4, dtype=DT)
+    torch.testing.assert_close(Residual(body)(x), body(x) + x)
+    torch.testing.assert_close(Residual(body, short)(x), body(x) + short(x))
+    with pytest.raises(TypeError):
+        Residual(lambda t: t)
+
+
+def test_builders_shapes():
+    assert mnist_residual()(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    assert cifar_resnet()(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    blocks = [m for m in cifar_resnet().modules() if isinstance(m, Residual)]
+    assert [b.body[0].out_channels for b in blocks] == [16, 16, 32, 64]
+    assert [b.shortcut.stride for b in blocks] == [(1, 1), (1, 1), (2, 2), (2, 2)]
+    assert Residual(nn.Identity()).shortcut is None
+
+
+def test_mnist_residual_bounds_run():
+    net = mnist_residual().to(DT).eval()
+    x = torch.rand(1, 1, 28, 28, dtype=DT)  # interval only (the dual takes seconds on this size)
+    y = net(x).argmax(1)
+    assert (residual_interval_bounds(net, x, y, 0.0) >= 0).all()
+
+
+# (6) refusals ---------------------------------------------------------------------------
+def test_refuses_bad_inputs():
+    net = _res_mlp(0)
+    x, y = _data((6,), 2, 0, 4)
+    bad = x.clone()
+    bad[0, 0] = float("nan")
+    for f in (residual_dual_bounds, residual_interval_bounds):
+        with pytest.raises(ValueError):
+            f(net, bad, y, 0.1)
+        with pytest.raises(ValueError):
+            f(net, x, y, -0.1)
+        with pytest.raises(ValueError):
+            f(net, x, y.float(), 0.1)
+        with pytest.raises(ValueError):
+            f(net, x.float(), y, 0.1)  # dtype mismatch
+        with pytest.raises(ValueError):
+            f(net, x + 2, y, 0.1)  # outside the box
+
+
+def test_refuses_unknown_modules_and_hooks():
+    x, y = _data((6,), 2, 0, 4)
+    net = _init(nn.Sequential(nn.Linear(6, 6), Residual(nn.Sequential(nn.Linear(6, 6), nn.ELU())),
+                              nn.Linear(6, 4)).to(DT), 0)
+    with pytest.raises(UnsupportedLayerError, match="ELU"):
+        residual_dual_bounds(net, x, y, 0.1)
+
+    class MyRes(Residual):
+        def forward(self, t):
+            return 2 * super().forward(t)
+
+    net = _init(nn.Sequential(nn.Linear(6, 6), MyRes(nn.Sequential(nn.Linear(6, 6))), nn.Linear(6, 4)).to(DT), 0)
+    with pytest.raises(UnsupportedLayerError, match="overrides forward"):
+        residual_dual_bounds(net, x, y, 0.1)
+
+    net = _res_mlp(0)
+    h = net[2].body[1].register_forward_hook(lambda m, i, o: o * 2)
+    try:
+        with pytest.raises(UnsupportedLayerError, match="hook"):
+            residual_dual_bounds(net, x, y, 0.1)
+    finally:
+        h.remove()
+    with pytest.raises(UnsupportedLayerError):
+        residual_interval_bounds(Residual(nn.Linear(6, 6)).to(DT), x, y, 0.1)
+    with pytest.raises(ValueError, match="last layer"):
+        residual_dual_bounds(nn.Sequential(nn.Linear(6, 4), nn.ReLU()).to(DT), x, y, 0.1)
+    nan_net = _res_mlp(0)
+    with torch.no_grad():
+        nan_net[0].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        residual_dual_bounds(nan_net, x, y, 0.1)
+
+
+def test_sigmoid_tanh_bodies():
+    """Non-parallel relaxations (chord/tangent lines) go through the same pull-back: equal to
+    dual_bounds without blocks, sound with them."""
+    flat = _init(nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 8), nn.Sigmoid(), nn.Linear(8, 4)).to(DT), 2)
+    x, y = _data((6,), 4, 3, 4)
+    torch.testing.assert_close(residual_dual_bounds(flat, x, y, 0.1), dual_bounds(flat, x, y, 0.1).lower,
+                               rtol=1e-6, atol=1e-6)
+    net = _init(nn.Sequential(nn.Linear(6, 8), nn.Tanh(),
+                              Residual(nn.Sequential(nn.Linear(8, 8), nn.Sigmoid(), nn.Linear(8, 8))), nn.Tanh(),
+                              nn.Linear(8, 4)).to(DT), 3)
+    for eps in (0.02, 0.1):
+        emp = _empirical_min(net, x, y, eps, 2000, 0)
+        dual, ibp = residual_dual_bounds(net, x, y, eps), residual_interval_bounds(net, x, y, eps)
+        assert (dual <= emp + 1e-9).all() and (ibp <= emp + 1e-9).all()
+        assert dual.mean() > ibp.mean()
