@@ -78,3 +78,34 @@ def test_tiny_mnist_mlp_shape():
     torch.manual_seed(0)
     model = tiny_mnist_mlp()
     assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+
+
+def _interval_wins_net():
+    """One hidden ReLU, z = x - 1/2: on the pixel box [0, 1] interval arithmetic bounds relu(z)
+    below by relu(-1/2) = 0, the paper's dual line a >= z / 2 by -1/4; margin z_0 - z_1 = relu(z) + 1/4."""
+    net = torch.nn.Sequential(torch.nn.Linear(1, 1), torch.nn.ReLU(), torch.nn.Linear(1, 2))
+    with torch.no_grad():
+        net[0].weight.fill_(1.0)
+        net[0].bias.fill_(-0.5)
+        net[2].weight.copy_(torch.tensor([[1.0], [0.0]]))
+        net[2].bias.copy_(torch.tensor([0.25, 0.0]))
+    return net.eval()
+
+
+def test_certify_table_best_of_interval_and_dual():
+    """BEST_OF is the row-wise max of interval and dual (sound: <= the PGD margin), placed after
+    "dual"; here interval beats the dual, so it is not simply the dual column."""
+    from tutorial_lib.studies.polytope import BEST_OF, certify_table
+
+    net = _interval_wins_net()
+    x, y = torch.full((2, 1), 0.5), torch.tensor([0, 0])
+    t = certify_table(net, x, y, 0.5, methods=("interval", "dual", "lp"), pgd_steps=10, pgd_restarts=1)
+    assert list(t) == ["interval", "dual", BEST_OF, "lp", "pgd"]
+    # the true minimum 0.25 (x' <= 1/2), attained by interval bounds and the LP; the dual gives 0
+    assert np.allclose(t["interval"]["lower"], 0.25) and (t["dual"]["lower"] < 0.25 - 1e-3).all()
+    assert np.allclose(t[BEST_OF]["lower"], np.maximum(t["interval"]["lower"], t["dual"]["lower"]))
+    assert (t[BEST_OF]["lower"] <= t["pgd"]["lower"] + 1e-6).all()
+    assert np.allclose(t["dual"]["lower"], 0.0, atol=1e-6) and np.allclose(t["lp"]["lower"], 0.25)
+    assert np.allclose(t[BEST_OF]["seconds"], t["interval"]["seconds"] + t["dual"]["seconds"])
+    # without both methods there is no BEST_OF column
+    assert BEST_OF not in certify_table(net, x, y, 0.5, methods=("dual",), pgd_steps=2, pgd_restarts=1)
