@@ -161,7 +161,7 @@ def main() -> None:
 
 def lp_table(n: int) -> None:
     """Per-example seconds of interval / dual / LP / MILP on a seeded random MLP 784-32-32-10
-    (the LP and MILP do not scale to the CNN: about a minute per example there)."""
+    (the MLP keeps the LP and MILP affordable; they grow far slower on the CNN, not timed here)."""
     import torch
 
     from tutorial_lib import bounds
