@@ -16,9 +16,12 @@ from tutorial_lib.studies.distillation_study import (
     attack_summary,
     common_correct,
     deployed_models,
+    feature_robustness,
     gradient_summary,
+    input_gradient_norm,
     load_study,
     random_targets,
+    softmax_jacobian,
 )
 from tutorial_lib.train import load_recipe
 from tutorial_lib.training import LOSSES, accuracy
@@ -135,6 +138,62 @@ def test_softmax_gradient_collapses_but_logit_gradient_does_not(study, attack_se
     assert base["zero_gradient"] == 0.0
     assert hot["logit_grad_median"] > 0.1 * base["logit_grad_median"]  # the logits are not flat
     assert hot["median_logit_gap"] > 10 * base["median_logit_gap"]
+
+
+def test_zero_gradient_norm_means_every_entry_is_zero(study, attack_set):
+    """A collapsed softmax Jacobian has entries down to 1e-45: their float32 squares underflow, so
+    the norm is taken in float64 and is 0 only for a Jacobian that is exactly zero."""
+    x = attack_set[0]
+    for t in (10, 100):
+        model = study["students"][t]
+        jac = softmax_jacobian(model, x).flatten(1)
+        norms = input_gradient_norm(model, x)
+        assert norms.dtype == torch.float64
+        assert torch.equal(norms == 0, (jac == 0).all(1)), t
+        tiny = (jac != 0).any(1) & (jac.abs().max(1).values < 1e-20)
+        assert (norms[tiny] > 0).all()  # tiny but not zero: a float32 norm would have said 0
+    with torch.no_grad():
+        logits = study["students"][100](x)
+    assert (F.softmax(logits, 1).max(1).values == 1).all()  # saturated in float32
+
+
+# --- Papernot et al.'s robustness measure: pixels JSMA must change -------------------------------
+
+def test_feature_robustness_counts_failures_at_the_budget():
+    summary = {"success": 0.25, "pixels": 40.0, "unchanged": 0.5, "features": 784}
+    r = feature_robustness(summary, budget=112)
+    assert r["pixels"] == 40.0 and math.isclose(r["fraction"], 40 / 784)
+    assert math.isclose(r["at_least"], 0.25 * 40 + 0.75 * 112)
+    assert math.isclose(r["at_least_fraction"], r["at_least"] / 784)
+    assert r["success"] == 0.25 and r["unchanged"] == 0.5
+    none = feature_robustness({"success": 0.0, "pixels": float("nan"), "unchanged": 1.0, "features": 784}, 112)
+    assert math.isnan(none["pixels"]) and none["at_least"] == 112
+    every = feature_robustness({"success": 1.0, "pixels": 30.0, "unchanged": 0.0, "features": 784}, 112)
+    assert every["at_least"] == every["pixels"] == 30.0
+    with pytest.raises(ValueError):
+        feature_robustness(summary, budget=-1)
+
+
+def test_feature_robustness_of_jsma_runs(study, attack_set):
+    x, y, target = attack_set
+    jsma = JSMA()
+    budget = jsma.max_pixels(x[0].numel())
+    run = jsma.run(study["teachers"][1], x[:2], y[:2], target[:2])
+
+    class Replay:  # the JSMA run above, replayed (attack_summary calls .run)
+        def run(self, model, x, y, target):
+            return run
+
+    base = attack_summary(study["teachers"][1], x[:2], y[:2], target[:2], Replay())
+    _, ok, n_changed = run
+    assert base["features"] == 784 and base["n"] == 2
+    assert math.isclose(base["pixels"], n_changed[ok].float().mean().item())
+    assert base["unchanged"] == (n_changed == 0).float().mean().item()
+    r_base = feature_robustness(base, budget)
+    assert r_base["success"] > 0 and 0 < r_base["pixels"] <= budget
+    hot = feature_robustness(attack_summary(study["students"][100], x, y, target, jsma), budget)
+    assert hot["success"] <= 0.2 and hot["unchanged"] >= 0.8  # stalls at once: no admissible pair
+    assert hot["at_least"] > r_base["at_least"]
 
 
 # --- the attacks --------------------------------------------------------------------------------
