@@ -48,6 +48,7 @@ from ..checkpoints import (
 from ..data import _canonical as _dataset_key, load_dataset
 from ..models import MODELS, build_model
 from ..runtime import accuracy, default_device, is_distributed, is_main_process, set_seed
+from .cascade import check_train_on, not_accepted_indices
 from .loop import capture_rng_state, fit, restore_rng_state
 from .losses import LOSSES
 
@@ -167,6 +168,11 @@ def validate_recipe(recipe: Dict[str, Any], where: Optional[str] = None) -> None
     _check_named(recipe["optimizer"], _OPTIMIZERS, "optimizer", where, skip="params")
     if recipe.get("scheduler"):
         _check_named(recipe["scheduler"], _SCHEDULERS, "scheduler", where, skip="optimizer")
+    if recipe.get("train_on") is not None:
+        try:
+            check_train_on(recipe["train_on"], where)
+        except ValueError as e:
+            raise RecipeError(str(e)) from None
     for key in ("epochs", "batch_size"):
         if isinstance(recipe[key], bool) or not isinstance(recipe[key], int) or recipe[key] < 1:
             raise RecipeError(f"{where}: {key} must be a positive integer, got {recipe[key]!r}")
@@ -467,12 +473,25 @@ def promote_run(run_dir: Union[str, Path], checkpoint_dir: Optional[Union[str, P
 # planning and running
 # --------------------------------------------------------------------------------------------
 
-def _prepare(recipe: Dict[str, Any], device: torch.device, data_dir, distributed: bool):
+def _prepare(recipe: Dict[str, Any], device: torch.device, data_dir, distributed: bool,
+             root: Optional[Union[str, Path]] = None):
     """Data, loader, model, optimizer, scheduler and loss of a run, seeded as the recipe says
-    (in this order: the shipped checkpoints were made so)."""
+    (in this order: the shipped checkpoints were made so). ``"train_on"`` (a cascade's next
+    stage, :mod:`.cascade`) keeps the training examples the earlier stages do not accept."""
     set_seed(recipe.get("seed", 0))
     train = load_dataset(recipe["dataset"], "train", data_dir)
     test = load_dataset(recipe["dataset"], "test", data_dir)
+    if recipe.get("train_on"):
+        spec = recipe["train_on"]
+        rng = capture_rng_state(None, device)
+        idx = not_accepted_indices(spec["not_accepted_by"], train.tensors[0], spec["eps"],
+                                   spec.get("norm", "linf"), _dataset_key(recipe["dataset"]),
+                                   cache_dir=runs_dir(root) / "_cascade_subsets")
+        restore_rng_state(rng, None, device)
+        if len(idx) == 0:
+            raise RecipeError(f"recipe {recipe['name']!r}: the earlier stages accept every training example; "
+                              f"there is nothing left to train the next stage on")
+        train = torch.utils.data.TensorDataset(*(t[idx] for t in train.tensors))
     if recipe.get("train_subset"):
         train = torch.utils.data.TensorDataset(*(t[: recipe["train_subset"]] for t in train.tensors))
     batch_size = int(recipe["batch_size"])
@@ -520,7 +539,7 @@ def plan_recipe(recipe: Union[str, Path, Dict[str, Any]], full: bool = False,
     device = default_device(device)
     rng = capture_rng_state(None, device)
     try:
-        train, _, _, batch_size, model, _, _, _, total = _prepare(recipe, device, data_dir, False)
+        train, _, _, batch_size, model, _, _, _, total = _prepare(recipe, device, data_dir, False, root)
         unfinished = _unfinished_run(recipe, root)
         done = _done_steps(unfinished / _STATE) if unfinished else 0
         return _estimate(recipe, model, train, batch_size, total, done, device, source)
@@ -568,7 +587,7 @@ def run_recipe(recipe: Union[str, Path, Dict[str, Any]], full: bool = False,
         torch.cuda.set_device(device)
     device = default_device(device)
     train, test, train_loader, batch_size, model, optimizer, scheduler, loss_fn, total = \
-        _prepare(recipe, device, data_dir, distributed)
+        _prepare(recipe, device, data_dir, distributed, root)
 
     run_dir: Optional[Path] = None
     resumed = False
