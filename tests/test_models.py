@@ -114,7 +114,7 @@ def test_shipped_checkpoints_still_match_their_builders(name):
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
 
 
-CERTIFIABLE = {"mnist_small", "mnist_large", "cifar_small", "cifar_large", "toy_mlp"}
+CERTIFIABLE = {"mnist_small", "mnist_large", "cifar_small", "cifar_large", "toy_mlp", "mnist_residual", "cifar_resnet"}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

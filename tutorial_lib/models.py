@@ -6,13 +6,14 @@ uses it, is the first layer (:class:`Normalize`) so attacks and bounds see raw p
 The models use only Linear, Conv2d, ReLU, Flatten, MaxPool2d, Dropout and Normalize, except
 :func:`mnist_small_quantized`, a deliberately broken defence (:class:`InputQuantization` first),
 and the residual networks :func:`mnist_residual` and :func:`cifar_resnet` (:class:`Residual`
-blocks; bounded by ``tutorial_lib.bounds.graph``, not yet by the other bound methods).
+blocks; :class:`DenseSkip` is the concatenating skip). Every bound method accepts both blocks.
 
 Which models the bounds accept: :mod:`tutorial_lib.bounds` handles the layer types in its table
-``bounds.LAYER_TYPES`` (at present Linear, Conv2d, ReLU, Sigmoid, Tanh, Flatten and Normalize) and raises
-``UnsupportedLayerError`` on any other layer, MaxPool2d and Dropout included. So
-:func:`mnist_small`, :func:`mnist_large`, :func:`cifar_small`, :func:`cifar_large` and
-:func:`toy_mlp` can be certified; :func:`madry_mnist`, :func:`trades_smallcnn` and
+``bounds.LAYER_TYPES`` (at present Linear, Conv2d, ReLU, Sigmoid, Tanh, Flatten and Normalize), nested
+in nn.Sequential, :class:`Residual` and :class:`DenseSkip`, and raises ``UnsupportedLayerError`` on
+any other layer, MaxPool2d and Dropout included. So :func:`mnist_small`, :func:`mnist_large`,
+:func:`cifar_small`, :func:`cifar_large`, :func:`toy_mlp`, :func:`mnist_residual` and
+:func:`cifar_resnet` can be certified; :func:`madry_mnist`, :func:`trades_smallcnn` and
 :func:`papernot_mnist` (max pooling, dropout) can be attacked and trained but not certified.
 
 Width multipliers (:func:`mnist_small`, :func:`madry_mnist`): a float ``width > 0`` scales every
@@ -31,7 +32,7 @@ from torch import nn
 __all__ = [
     "Normalize", "mnist_small", "mnist_large", "cifar_small", "cifar_large",
     "madry_mnist", "trades_smallcnn", "papernot_mnist", "toy_mlp",
-    "InputQuantization", "mnist_small_quantized", "Residual", "mnist_residual", "cifar_resnet",
+    "InputQuantization", "mnist_small_quantized", "Residual", "DenseSkip", "mnist_residual", "cifar_resnet",
     "build_model", "MODELS", "count_parameters",
 ]
 
@@ -221,14 +222,16 @@ def toy_mlp(in_dim: int = 2, hidden: Sequence[int] = (32, 32), classes: int = 2)
 # --------------------------------------------------------------------------------------------
 # residual networks (Wong, Schmidt, Metzen & Kolter 2018): a residual block y = body(x) + shortcut(x)
 # is the simplest graph z_i = sum_j f_ij(z_j) of the paper; its dual is the sum of the branches'
-# duals. tutorial_lib.bounds.graph bounds nn.Sequential networks that contain Residual blocks.
+# duals. Every tutorial_lib.bounds method walks Residual and DenseSkip blocks inside an nn.Sequential.
 # --------------------------------------------------------------------------------------------
 class Residual(nn.Module):
     """y = body(x) + shortcut(x); shortcut None is the identity (y = body(x) + x).
 
-    body, shortcut: modules with matching output shapes (for the bounds: nn.Sequential of
-    Linear / Conv2d / ReLU / Flatten, possibly holding further Residual blocks; the shortcut
-    usually the identity or a 1x1 / strided Conv2d).
+    body, shortcut: modules with matching output shapes (for the bounds: an nn.Sequential of the
+    layers in ``bounds.LAYER_TYPES``, possibly holding further Residual / :class:`DenseSkip`
+    blocks, or one such layer; the shortcut usually the identity or a 1x1 / strided Conv2d). A
+    plain module with a normal forward: every bound method walks it as body, shortcut and a sum
+    node (``bounds.DualAdd``). A subclass that overrides forward is refused by the bounds.
     """
 
     def __init__(self, body: nn.Module, shortcut: Optional[nn.Module] = None) -> None:
@@ -242,6 +245,25 @@ class Residual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x) + (x if self.shortcut is None else self.shortcut(x))
+
+
+class DenseSkip(nn.Module):
+    """y = cat([x, body(x)], dim=1): a dense skip connection (DenseNet style) that passes the
+    block's input on beside the body's output, along channels (N, C, H, W) or features (N, F).
+
+    body: a module whose output agrees with x on every dim but dim 1 (for the bounds: as a
+    :class:`Residual` body). The bounds walk it as body and a concatenation node
+    (``bounds.DualConcat``); a subclass that overrides forward is refused by the bounds.
+    """
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        if not isinstance(body, nn.Module):
+            raise TypeError(f"body must be an nn.Module, got {type(body).__name__}")
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, self.body(x)], dim=1)
 
 
 def mnist_residual() -> nn.Sequential:

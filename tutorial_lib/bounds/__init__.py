@@ -23,9 +23,17 @@ projections: Gaussian for l2, none for l1.
 * :func:`certified_accuracy_vs_eps`  certified accuracy over a range of radii
 * :func:`estimated_dual_bounds`  random-projection estimate (training only, not sound)
 * :func:`is_certified`           the one certification rule: every row's lower bound > 0
+* :func:`node_bounds`            bounds of every node's output (dual or interval), blocks included
 
 Supported layers: nn.Linear, nn.Conv2d, nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Flatten and
-tutorial_lib.models.Normalize inside an nn.Sequential whose last layer is nn.Linear. Activations
+tutorial_lib.models.Normalize inside an nn.Sequential whose last layer is nn.Linear, with
+residual blocks :class:`tutorial_lib.models.Residual` (body(x) + shortcut(x)) and dense skips
+:class:`tutorial_lib.models.DenseSkip` (cat([x, body(x)], dim=1)) nested anywhere in it. Every
+method accepts them: the network is a list of nodes in topological order, each reading the
+values its ``inputs`` name (Wong et al. 2018's z_i = sum_j f_ij(z_j); a plain Sequential is
+the chain, computed exactly as before), and the joins have one dual class per operation,
+:class:`DualAdd` and :class:`DualConcat` (``bounds/joins.py``). The receptive-field fast path
+(``patches``) is for chains only: a block makes the bounds after it use the dense pass. Activations
 share one interface, :class:`DualActivation` (``bounds/activations.py``): a per-neuron linear
 relaxation on the pre-activation bounds, from which the dual, LP and MILP code is written;
 :class:`DualReLU`, :class:`DualSigmoid` and :class:`DualTanh` (chord and tangent lines) are its
@@ -35,8 +43,10 @@ projections handle ReLU only. The LP/MILP use scipy.sparse and cvxpy (HiGHS).
 from .activations import DualActivation, DualReLU, DualSigmoid, DualTanh
 from .dual import dual_bounds, estimated_dual_bounds, optimized_dual_bounds
 from .interval import interval_bounds
+from .joins import DualAdd, DualConcat, DualJoin
 from .layers import LAYER_TYPES, DualConv2d, DualFlatten, DualLayer, DualLinear, DualNormalize, UnsupportedLayerError
 from .lp import SolverError, lp_bounds, milp_bounds
+from .nodes import node_bounds
 from .robust import certified_accuracy_vs_eps, certified_error, margins_to_logits, robust_loss
 from .spec import DUAL_NORMS, NORMS, BoundResult, is_certified, margin_spec
 
@@ -47,5 +57,5 @@ __all__ = [
     "margins_to_logits", "certified_accuracy_vs_eps", "SolverError",
     "UnsupportedLayerError", "LAYER_TYPES", "DualLayer",
     "DualLinear", "DualConv2d", "DualNormalize", "DualFlatten", "DualActivation", "DualReLU",
-    "DualSigmoid", "DualTanh",
+    "DualSigmoid", "DualTanh", "DualJoin", "DualAdd", "DualConcat", "node_bounds",
 ]

@@ -16,12 +16,18 @@ class UnsupportedLayerError(TypeError):
 class DualLayer(ABC):
     """Interface of every wrapped layer. ``in_shape``/``out_shape`` exclude the batch dim.
 
-    Two families: affine layers (:class:`tutorial_lib.bounds.layers.DualAffine`) and
-    activations (:class:`tutorial_lib.bounds.activations.DualActivation`, ``affine = False``).
+    Three families: affine layers (:class:`tutorial_lib.bounds.layers.DualAffine`),
+    activations (:class:`tutorial_lib.bounds.activations.DualActivation`, ``affine = False``) and
+    joins of several values (:class:`tutorial_lib.bounds.joins.DualJoin`: a sum, a concatenation).
+
+    ``inputs``: the values the node reads, set by :func:`tutorial_lib.bounds.layers.build_layers`
+    (value 0 is the network input, value i + 1 the output of node i of the node list; a plain
+    nn.Sequential is the chain ``inputs == (i,)``).
     """
 
     affine = True        # False for activations
     elementwise = False  # True if the linear part is a positive diagonal map or a reshape
+    inputs: Tuple[int, ...] = ()
 
     def __init__(self, module: nn.Module, in_shape: Tuple[int, ...], out_shape: Tuple[int, ...]):
         self.module = module

@@ -21,6 +21,12 @@ Derivation used here (a lower bound of nu_T . h_T, h_T the network output):
 This equals the paper's J(nu) (Theorem 1) with nu_hat the coefficient pulled back to a ReLU
 output. Intermediate bounds of the input of activation k use nu = identity pulled back from there.
 
+Graphs (residual and dense-skip blocks; Wong et al. 2018, z_i = sum_j f_ij(z_j)): the nodes are
+pulled back in reverse topological order, each through its own dual operator; a sum node gives
+every input the coefficient nu, a concatenation each input its slice of nu, and a value read by
+several nodes (a block's input) gets the sum of their pulled-back coefficients before it is
+pulled back itself. A plain Sequential is the chain, where this is the pass above.
+
 Random projections (Wong et al. 2018) need the forward direction (the l1 terms are estimated
 by pushing k Cauchy vectors from each source forward; for the l2 ball the input term's l2 norm
 by k Gaussian vectors); :func:`estimated_dual_bounds` does that and is for training only: its
@@ -37,7 +43,8 @@ from torch import Tensor, nn
 from . import patches
 from .activations import DualActivation
 from .base import DualLayer
-from .layers import _numel
+from .joins import DualJoin
+from .layers import _numel, last_uses
 from .spec import Ball, BoundResult, Eps, PreBounds, Problem, check_norm, check_pre_bounds, prepare
 
 __all__ = ["dual_bounds", "optimized_dual_bounds", "estimated_dual_bounds"]
@@ -57,9 +64,13 @@ def _input_term(nu0: Tensor, lo: Tensor, hi: Tensor) -> Tuple[Tensor, Tensor]:
 def _backward(layers: Sequence[DualLayer], start: int, nu: Tensor, lo: Tensor, hi: Tensor,
               alphas: Optional[Dict[int, Tensor]] = None,
               upper: bool = True, ball: Optional[Ball] = None) -> Tuple[Tensor, Optional[Tensor]]:
-    """Bound nu . h_start (h_start: output of layers[start-1]) over the input box [lo, hi], or
-    over ``ball`` (an l2/l1 ball; then lo, hi are not used).
+    """Bound nu . h_start (h_start: value ``start``, the output of layers[start-1]) over the input
+    box [lo, hi], or over ``ball`` (an l2/l1 ball; then lo, hi are not used).
 
+    The coefficients are pulled back node by node in reverse topological order; a value read by
+    several nodes (a block's input) collects the sum of what each pulls back to it (the dual of
+    a graph is the sum of its edges' duals, Wong et al. 2018). Nodes whose output does not reach
+    h_start are skipped. On a chain this is the plain backward pass.
     nu: (B, m, *shape); alphas: {layer index: lower-line parameters (N, m, *shape)}.
     Returns (lower (N, m), upper (N, m) or None).
     """
@@ -69,49 +80,80 @@ def _backward(layers: Sequence[DualLayer], start: int, nu: Tensor, lo: Tensor, h
         neg, _ = _backward(layers, start, -nu, lo, hi, alphas, upper=False, ball=ball)
         return low, -neg
     c_lo = c_up = 0
+    coeff: Dict[int, Tensor] = {start: nu}  # value index -> its coefficient so far
     for i in range(start - 1, -1, -1):
+        nu = coeff.pop(i + 1, None)
+        if nu is None:
+            continue
         a = alphas.get(i) if alphas else None
-        nu, cl, cu = layers[i].backward(nu, a, upper)
+        layer = layers[i]
+        nu, cl, cu = layer.backward(nu, a, upper)
         if cl is not None:
             c_lo = c_lo + cl
         if upper and cu is not None:
             c_up = c_up + cu
+        for j, n in zip(layer.inputs, nu if isinstance(layer, DualJoin) else (nu,)):
+            coeff[j] = n if j not in coeff else coeff[j] + n
+    nu = coeff[0]
     lin, l1 = _input_term(nu, lo, hi) if ball is None else ball.term(nu)
     return c_lo + lin - l1, (c_up + lin + l1) if upper else None
 
 
+def _widest(layers: Sequence[DualLayer]) -> int:
+    """The largest number of entries per coefficient row among the inputs of ``layers``."""
+    return max((_numel(s) for l in layers for s in (l.in_shapes if isinstance(l, DualJoin) else (l.in_shape,))),
+               default=1)
+
+
 def _identity_bounds(P: Problem, i: int, max_rows: Optional[int]) -> Tuple[Tensor, Tensor]:
     """Lower/upper bounds of every entry of the input of layers[i], each (N, *shape)."""
-    shape = P.layers[i].in_shape
+    return _value_bounds(P, P.layers[i].inputs[0], max_rows)
+
+
+def _value_bounds(P: Problem, v: int, max_rows: Optional[int]) -> Tuple[Tensor, Tensor]:
+    """Lower/upper bounds of every entry of value v (v >= 1: the output of layers[v-1]), each
+    (N, *shape), by pulling the identity back from there (the activations before it need their
+    bounds set)."""
+    shape = P.layers[v - 1].out_shape
     n, N = _numel(shape), P.x.shape[0]
     eye = torch.eye(n, dtype=P.x.dtype, device=P.x.device)
     if max_rows is None:  # cap the largest coefficient tensor at about _ELEMENT_BUDGET entries
-        widest = max(_numel(l.in_shape) for l in P.layers[:i])
-        max_rows = max(1, _ELEMENT_BUDGET // (N * widest))
+        max_rows = max(1, _ELEMENT_BUDGET // (N * _widest(P.layers[:v])))
     step = min(n, max_rows)
     lows, ups = [], []
     for a in range(0, n, step):
         nu = eye[a:a + step].view(1, -1, *shape)
-        lo, up = _backward(P.layers, i, nu, P.lo, P.hi, ball=P.ball)
+        lo, up = _backward(P.layers, v, nu, P.lo, P.hi, ball=P.ball)
         lows.append(lo)
         ups.append(up)
     return torch.cat(lows, 1).view(N, *shape), torch.cat(ups, 1).view(N, *shape)
 
 
 def _interval_is_exact(layers: Sequence[DualLayer]) -> List[bool]:
-    """exact[i] (i = 0..len(layers)): True when interval arithmetic on the input of layers[i]
-    (the output of layers[i-1]) is exact: no activation before i and at most one layer that
-    mixes units (Linear, Conv2d; Normalize and Flatten do not), so that the input is the image
-    of the input box under one affine map with a single mixing step."""
-    exact, mixing, out = True, 0, [True]
+    """exact[v] for every value v (0 = the input, v = the output of layers[v-1]): True when
+    interval arithmetic on it is exact: no activation and no join (sum, concatenation) on its
+    way from the input and at most one layer that mixes units (Linear, Conv2d; Normalize and
+    Flatten do not), so that it is the image of the input box under one affine map with a
+    single mixing step."""
+    exact, mixing = [True], [0]
     for layer in layers:
-        if isinstance(layer, DualActivation):
-            exact = False
-        elif layer.affine and not layer.elementwise:
-            mixing += 1
-            exact = exact and mixing <= 1
-        out.append(exact)
-    return out
+        v = layer.inputs[0]
+        if isinstance(layer, (DualActivation, DualJoin)):
+            exact.append(False)
+            mixing.append(mixing[v])
+        else:
+            mix = mixing[v] + (layer.affine and not layer.elementwise)
+            exact.append(exact[v] and mix <= 1)
+            mixing.append(mix)
+    return exact
+
+
+def _interval_node(layer: DualLayer, boxes: Dict[int, Tuple[Tensor, Tensor]]) -> Tuple[Tensor, Tensor]:
+    """Interval image of the boxes of the values ``layer`` reads."""
+    if isinstance(layer, DualJoin):
+        ins = [boxes[j] for j in layer.inputs]
+        return layer.interval([b[0] for b in ins], [b[1] for b in ins])
+    return layer.interval(*boxes[layer.inputs[0]])
 
 
 def _pre_bounds(P: Problem, pre_bounds: Optional[Sequence[Tuple[Tensor, Tensor]]] = None,
@@ -128,29 +170,31 @@ def _pre_bounds(P: Problem, pre_bounds: Optional[Sequence[Tuple[Tensor, Tensor]]
     """
     given = check_pre_bounds(P, pre_bounds) if pre_bounds is not None else None
     pre = []
-    il, iu = P.lo, P.hi  # interval bounds of the current activation
-    exact, track = _interval_is_exact(P.layers), True
+    exact = _interval_is_exact(P.layers)
+    # interval boxes of the values: the exact ones (used as bounds) and, with intersect_ibp, all
+    boxes: Dict[int, Tuple[Tensor, Tensor]] = {0: (P.lo, P.hi)}
+    every = intersect_ibp and given is None
     last = max(P.act_idx, default=-1)
     for i, layer in enumerate(P.layers[:last + 1]):
         if isinstance(layer, DualActivation):
+            v = layer.inputs[0]
             if given is not None:
                 l, u = given[len(pre)]
-            elif exact[i] and P.ball is None:
-                l, u = il, iu
-            elif patches.applies(P.layers, i):  # same values, on receptive fields only
-                l, u = patches.conv_neuron_bounds(P.layers, i, P.lo, P.hi, ball=P.ball)
-                if intersect_ibp:
-                    l, u = torch.maximum(l, il), torch.minimum(u, iu)
+            elif exact[v] and P.ball is None:
+                l, u = boxes[v]
             else:
-                l, u = _identity_bounds(P, i, max_rows)
+                if patches.applies(P.layers, i):  # same values, on receptive fields only
+                    l, u = patches.conv_neuron_bounds(P.layers, i, P.lo, P.hi, ball=P.ball)
+                else:
+                    l, u = _identity_bounds(P, i, max_rows)
                 if intersect_ibp:
+                    il, iu = boxes[v]
                     l, u = torch.maximum(l, il), torch.minimum(u, iu)
             layer.set_bounds(l, u)
             pre.append((l, u))
-            track = intersect_ibp and given is None
-            il, iu = l, u
-        if track:
-            il, iu = layer.interval(il, iu)
+            boxes[v] = (l, u)
+        if exact[i + 1] or (every and all(j in boxes for j in layer.inputs)):
+            boxes[i + 1] = _interval_node(layer, boxes)
     return pre
 
 
@@ -187,6 +231,9 @@ def dual_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
     intersect_ibp: intersect each layer's bounds with interval bounds (tighter, not the paper).
     max_rows: neurons per backward pass for intermediate bounds; None picks it so that one
     (N, rows, *layer) tensor has at most 2**27 entries (memory cap, same result).
+    Residual and dense-skip blocks (tutorial_lib.models.Residual, DenseSkip) are walked as
+    graphs (see the module doc); pre_bounds are then in the order of the activations' nodes
+    (a block's body, then its shortcut), as in the returned ``pre_bounds``.
     Returns BoundResult(lower (N, m), pre_bounds (l, u) per activation, each (N, *shape)).
     Differentiable w.r.t. the model.
     """
@@ -275,6 +322,10 @@ def _forward_pre_bounds(P: Problem, proj: Optional[int],
     only (proj=None; the l_inf norm of the input term has no such projection). For l2/l1 the
     first activation's bounds (no activation before it) are computed exactly, as the
     l_inf ones are (by intervals).
+
+    Graphs: every value carries its own state (centre, input sources, one source per
+    activation before it); a join applies its linear map to each (a source missing on one
+    input is zero there), so the same random vectors reach a sum through both branches.
     """
     for layer in P.activations:
         layer.require_parallel("estimated_dual_bounds")
@@ -313,21 +364,34 @@ def _forward_pre_bounds(P: Problem, proj: Optional[int],
             if ball.norm == "l2":
                 return V.norm(2, dim=1) / math.sqrt(proj) if proj else V.norm(2, dim=1)
             return V.abs().amax(1)
-    act_srcs: List[Tuple[Tensor, Optional[Tensor]]] = []
+    # per value: (the relaxation's affine part at the centre, the input's sources, the sources
+    # {activation ordinal: (V, the image of its weights w or None)}), dropped after its last use
+    states: Dict[int, Tuple[Tensor, Tensor, Dict[int, Tuple[Tensor, Optional[Tensor]]]]] = {0: (h, src_in, {})}
+    boxes: Dict[int, Tuple[Tensor, Tensor]] = {0: (P.lo, P.hi)}  # exact interval boxes (l_inf)
+    uses = last_uses(P.layers)
     pre = []
-    il, iu = P.lo, P.hi
     exact = _interval_is_exact(P.layers)
     last = max(P.act_idx, default=-1)
     for i, layer in enumerate(P.layers[:last + 1]):
-        if isinstance(layer, DualActivation):
-            if exact[i] and ball is None:
-                l, u = il, iu
+        if isinstance(layer, DualJoin):
+            ins = [states[j] for j in layer.inputs]
+            h, src_in = layer.forward(*[s[0] for s in ins]), layer.linear([s[1] for s in ins])
+            act_srcs = {}
+            for k in sorted(set().union(*[s[2] for s in ins])):
+                parts = [s[2].get(k) for s in ins]
+                act_srcs[k] = (layer.linear([None if p is None else p[0] for p in parts]),
+                               layer.linear([None if p is None else p[1] for p in parts]))
+        elif isinstance(layer, DualActivation):
+            v = layer.inputs[0]
+            h, src_in, act_srcs = states[v]
+            if exact[v] and ball is None:
+                l, u = boxes[v]
             elif ball is not None and not act_srcs:  # exact bounds of the affine prefix
                 l, u = _prefix_bounds(P, i)
             else:
                 r = in_norm(src_in)
                 l, u = h - r, h + r
-                for V, v_lin in act_srcs:
+                for V, v_lin in act_srcs.values():
                     if proj:  # sum_p w_p min(v_p, 0) = (sum w v - sum |w v|) / 2
                         e, s = l1(V), v_lin[:, 0]
                         l, u = l + (s - e) / 2, u + (s + e) / 2
@@ -339,21 +403,25 @@ def _forward_pre_bounds(P: Problem, proj: Optional[int],
             if not layer.zero_lower_intercept:
                 h = h + layer.lower_intercept
             src_in = layer.linear(src_in)
-            act_srcs = [(layer.linear(V), None if v is None else layer.linear(v))
-                        for V, v in act_srcs]
+            act_srcs = {k: (layer.linear(V), None if v is None else layer.linear(v))
+                        for k, (V, v) in act_srcs.items()}
             w = layer.intercept_diff.unsqueeze(1)
             if proj:
-                act_srcs.append((w * cauchy(layer.in_shape), w))
+                act_srcs[len(pre) - 1] = (w * cauchy(layer.in_shape), w)
             else:
                 n = _numel(layer.in_shape)
-                act_srcs.append((torch.eye(n, dtype=dt, device=dev).view(1, n, *layer.in_shape) * w,
-                                 None))
+                act_srcs[len(pre) - 1] = (torch.eye(n, dtype=dt, device=dev).view(1, n, *layer.in_shape) * w, None)
         else:
+            h, src_in, act_srcs = states[layer.inputs[0]]
             h, src_in = layer.forward(h), layer.linear(src_in)
-            act_srcs = [(layer.linear(V), None if v is None else layer.linear(v))
-                        for V, v in act_srcs]
+            act_srcs = {k: (layer.linear(V), None if v is None else layer.linear(v))
+                        for k, (V, v) in act_srcs.items()}
             if exact[i + 1]:
-                il, iu = layer.interval(il, iu)
+                boxes[i + 1] = layer.interval(*boxes[layer.inputs[0]])
+        states[i + 1] = (h, src_in, act_srcs)
+        for j in set(layer.inputs):
+            if uses[j] == i:
+                del states[j]
     return pre
 
 
@@ -378,6 +446,8 @@ def estimated_dual_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps:
     norm: 'linf' (default), 'l2' (the input term's l2 norm estimated with ``proj`` Gaussian
     projections, root-mean-square estimator, as convex_adversarial's L2BallProj; the box clip
     dropped as in :func:`dual_bounds`) or 'l1' (proj=None only: ValueError otherwise).
+    Residual and dense-skip blocks are supported for every norm; activations without parallel
+    relaxation lines (sigmoid, tanh) are refused (UnsupportedLayerError), as without blocks.
     """
     if proj is not None and (int(proj) != proj or proj < 1):
         raise ValueError(f"proj must be a positive integer (number of projections), got {proj!r}")

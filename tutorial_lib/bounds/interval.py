@@ -3,17 +3,18 @@
 For an l2/l1 ball the input set is not a box: the bounds of the first activation's input (the
 image of the ball under the affine layers before it, a row a per neuron) are exact,
 a . x0 + b +- eps ||a||_* with the dual norm, and intervals are propagated from there on. The
-pixel box is dropped for l2/l1 (sound, looser).
+pixel box is dropped for l2/l1 (sound, looser). Residual and dense-skip blocks: the box of a sum
+is the sum of the boxes, of a concatenation their concatenation.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from torch import Tensor, nn
 
 from .activations import DualActivation
-from .dual import _final_lower, _prefix_bounds
-from .layers import DualLinear
+from .dual import _final_lower, _interval_node, _prefix_bounds
+from .layers import DualLinear, last_uses
 from .spec import BoundResult, Eps, PreBounds, Problem, prepare
 
 __all__ = ["interval_bounds", "spec_lower_from_box"]
@@ -34,31 +35,40 @@ def spec_lower_from_box(layer: DualLinear, C: Tensor, l: Tensor, u: Tensor) -> T
 
 
 def _interval(P: Problem) -> Tuple[PreBounds, Tensor]:
-    """(pre-activation boxes, one (l, u) per activation, each (N, *shape); lower (N, m))."""
-    if P.ball is not None:
-        return _interval_ball(P)
-    l, u = P.lo, P.hi
-    pre = []
-    for layer in P.layers[:-1]:
-        if isinstance(layer, DualActivation):
-            pre.append((l, u))
-        l, u = layer.interval(l, u)
-    return pre, spec_lower_from_box(P.layers[-1], P.C, l, u)
+    """(pre-activation boxes, one (l, u) per activation, each (N, *shape); lower (N, m)).
 
-
-def _interval_ball(P: Problem) -> Tuple[PreBounds, Tensor]:
-    """As :func:`_interval` for an l2/l1 ball: exact bounds of the affine prefix, then intervals.
-    Without activations the network is affine and the bound is its exact minimum over the ball."""
-    acts = P.act_idx
-    if not acts:
+    Without activations and for an l2/l1 ball the network is affine and the bound is its exact
+    minimum over the ball; otherwise :func:`_interval_boxes`, the spec folded into the last layer."""
+    if P.ball is not None and not P.act_idx:
         return [], _final_lower(P)
-    l, u = _prefix_bounds(P, acts[0])
+    pre, boxes = _interval_boxes(P)
+    return pre, spec_lower_from_box(P.layers[-1], P.C, *boxes[P.layers[-1].inputs[0]])
+
+
+def _interval_boxes(P: Problem, keep: bool = False) -> Tuple[PreBounds, Dict[int, Tuple[Tensor, Tensor]]]:
+    """Boxes propagated through the nodes but the last in topological order (a join: the sum or
+    the concatenation of its inputs' boxes): (one box per activation's input, the boxes of the
+    values: those still to be read, or with ``keep`` all of them, value v (N, *shape)).
+
+    For an l2/l1 ball they start from the box x +- eps clipped (which contains the ball) and
+    every activation whose input has no activation before it gets the exact bounds of that
+    affine image of the ball instead (the first activation of a chain)."""
+    boxes: Dict[int, Tuple[Tensor, Tensor]] = {0: (P.lo, P.hi)}
+    after_act = [False] * (len(P.layers) + 1)  # value v has an activation on its way from the input
+    uses = last_uses(P.layers)
     pre = []
-    for layer in P.layers[acts[0]:-1]:
+    for i, layer in enumerate(P.layers[:-1]):
         if isinstance(layer, DualActivation):
-            pre.append((l, u))
-        l, u = layer.interval(l, u)
-    return pre, spec_lower_from_box(P.layers[-1], P.C, l, u)
+            v = layer.inputs[0]
+            if P.ball is not None and not after_act[v]:
+                boxes[v] = _prefix_bounds(P, i)
+            pre.append(boxes[v])
+        after_act[i + 1] = isinstance(layer, DualActivation) or any(after_act[j] for j in layer.inputs)
+        boxes[i + 1] = _interval_node(layer, boxes)
+        for j in set(layer.inputs):
+            if uses[j] == i and not keep:
+                del boxes[j]
+    return pre, boxes
 
 
 def interval_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,

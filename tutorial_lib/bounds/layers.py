@@ -1,6 +1,8 @@
 """One small class per supported layer type, all behind the :class:`DualLayer` interface.
 
-Every bound method (interval, dual network, LP/MILP) walks a list of these objects. Shapes
+Every bound method (interval, dual network, LP/MILP) walks a list of these objects, in
+topological order, each reading the values named by its ``inputs`` (:func:`build_layers`;
+residual and dense-skip blocks add the join nodes of ``joins``). Shapes
 are per example: a layer maps ``(N, *in_shape)`` to ``(N, *out_shape)``. Coefficient
 tensors ("nu", one row per bounded quantity) have shape ``(B, m, *shape)`` where ``B`` is
 the batch size or 1 (shared by all examples, broadcast later).
@@ -19,15 +21,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tutorial_lib.models import Normalize
+from tutorial_lib.models import DenseSkip, Normalize, Residual
 
 from .activations import DualActivation, DualReLU, DualSigmoid, DualTanh
 from .base import DualLayer, UnsupportedLayerError
+from .joins import DualAdd, DualConcat, DualJoin
 
 __all__ = [
     "UnsupportedLayerError", "DualLayer", "DualAffine", "DualLinear", "DualConv2d",
     "DualNormalize", "DualFlatten", "DualActivation", "DualReLU", "DualSigmoid", "DualTanh",
-    "LAYER_TYPES", "build_layers", "supported_layer_names",
+    "DualJoin", "DualAdd", "DualConcat", "LAYER_TYPES", "build_layers", "supported_layer_names",
+    "is_chain", "last_uses", "run_layers",
 ]
 
 
@@ -275,43 +279,105 @@ def supported_layer_names() -> str:
     return ", ".join(t.__name__ for t in LAYER_TYPES)
 
 
-def _flat_modules(model: nn.Module) -> List[nn.Module]:
-    if isinstance(model, nn.Sequential):
-        out = []
-        for m in model:
-            out += _flat_modules(m)
-        return out
-    return [model]
+def _add_node(layers: List[DualLayer], values: List[Tensor], node: DualLayer, inputs: Sequence[int],
+              out: Tensor) -> int:
+    """Append ``node`` reading the values ``inputs``; its sample output is ``out``. Returns its value index."""
+    node.inputs = tuple(inputs)
+    layers.append(node)
+    values.append(out)
+    return len(values) - 1
+
+
+def _shape(values: List[Tensor], v: int) -> Tuple[int, ...]:
+    return tuple(values[v].shape[1:])
+
+
+def _append(m: nn.Module, v: int, layers: List[DualLayer], values: List[Tensor], path: str) -> int:
+    """Wrap module m reading value v (its sample in ``values``) as nodes; returns the value of its output."""
+    if isinstance(m, nn.Sequential):
+        for k, item in enumerate(m):
+            v = _append(item, v, layers, values, f"{path}[{k}]")
+        return v
+    if isinstance(m, Residual):
+        vb = _append(m.body, v, layers, values, path + ".body")
+        vs = v if m.shortcut is None else _append(m.shortcut, v, layers, values, path + ".shortcut")
+        if _shape(values, vb) != _shape(values, vs):
+            raise ValueError(f"{path} (Residual): the body gives shape {_shape(values, vb)} but the shortcut "
+                             f"{_shape(values, vs)}; they must match to be added")
+        node = DualAdd(m, [_shape(values, vb), _shape(values, vs)], _shape(values, vb))
+        return _add_node(layers, values, node, (vb, vs), values[vb] + values[vs])
+    if isinstance(m, DenseSkip):
+        vb = _append(m.body, v, layers, values, path + ".body")
+        a, b = _shape(values, v), _shape(values, vb)
+        if len(a) != len(b) or a[1:] != b[1:]:
+            raise ValueError(f"{path} (DenseSkip): the input has shape {a} and the body gives {b}; "
+                             "they must agree on every dim but the first to be concatenated")
+        out = torch.cat([values[v], values[vb]], dim=1)
+        return _add_node(layers, values, DualConcat(m, [a, b], tuple(out.shape[1:])), (v, vb), out)
+    i = len(layers)
+    cls = LAYER_TYPES.get(type(m))
+    if cls is None:
+        raise UnsupportedLayerError(
+            f"layer {i} ({m!r}, at {path}) is not supported by the bounds; supported layers: "
+            f"{supported_layer_names()} (in nn.Sequential, Residual and DenseSkip containers)")
+    h = values[v]
+    try:
+        with torch.no_grad():
+            out = m(h)
+    except Exception as e:  # shape errors from torch: say which layer
+        raise ValueError(f"input of shape {tuple(values[0].shape[1:])} does not fit the model: "
+                         f"layer {i} ({m!r}, at {path}) failed on shape {tuple(h.shape[1:])}: {e}") from e
+    return _add_node(layers, values, cls(m, tuple(h.shape[1:]), tuple(out.shape[1:])), (v,), out)
 
 
 def build_layers(model: nn.Module, sample: Tensor) -> Tuple[List[DualLayer], Tuple[int, ...]]:
-    """Wrap each layer of a (possibly nested) nn.Sequential; ``sample`` (1, *in_shape) fixes shapes.
+    """Wrap a (possibly nested) nn.Sequential as a list of nodes; ``sample`` (1, *in_shape) fixes shapes.
 
+    Items may be the layers of :data:`LAYER_TYPES`, nested nn.Sequentials, and the blocks
+    :class:`tutorial_lib.models.Residual` (its body's nodes, its shortcut's, then a
+    :class:`DualAdd`) and :class:`tutorial_lib.models.DenseSkip` (its body's nodes, then a
+    :class:`DualConcat` of the block's input and the body's output). The nodes are in
+    topological order; node i reads the values ``layers[i].inputs`` (value 0 the input, value
+    i + 1 the output of node i), so a model without blocks gives the chain ``inputs == (i,)``.
     Returns (layers, output shape per example). Raises UnsupportedLayerError for layer types
     outside :data:`LAYER_TYPES` and ValueError when the last layer is not nn.Linear.
     """
     if not isinstance(model, nn.Sequential):
         raise UnsupportedLayerError(
-            f"bounds need an nn.Sequential of {supported_layer_names()}; got {type(model).__name__}")
-    modules = _flat_modules(model)
-    if not modules:
-        raise ValueError("the model has no layers")
+            f"bounds need an nn.Sequential of {supported_layer_names()} (and Residual / DenseSkip "
+            f"blocks); got {type(model).__name__}")
     layers: List[DualLayer] = []
-    h = sample
-    for i, m in enumerate(modules):
-        cls = LAYER_TYPES.get(type(m))
-        if cls is None:
-            raise UnsupportedLayerError(
-                f"layer {i} ({m!r}) is not supported by the bounds; supported layers: "
-                f"{supported_layer_names()}")
-        try:
-            with torch.no_grad():
-                out = m(h)
-        except Exception as e:  # shape errors from torch: say which layer
-            raise ValueError(f"input of shape {tuple(sample.shape[1:])} does not fit the model: "
-                             f"layer {i} ({m!r}) failed on shape {tuple(h.shape[1:])}: {e}") from e
-        layers.append(cls(m, tuple(h.shape[1:]), tuple(out.shape[1:])))
-        h = out
-    if not isinstance(modules[-1], nn.Linear):
-        raise ValueError(f"the last layer must be nn.Linear (the logits); got {modules[-1]!r}")
-    return layers, tuple(h.shape[1:])
+    values = [sample]
+    out = _append(model, 0, layers, values, "model")
+    if not layers:
+        raise ValueError("the model has no layers")
+    if not isinstance(layers[-1], DualLinear):  # (the model's output is always the last node's)
+        raise ValueError(f"the last layer must be nn.Linear (the logits); got {layers[-1].module!r}")
+    return layers, tuple(values[out].shape[1:])
+
+
+def is_chain(layers: Sequence[DualLayer]) -> bool:
+    """True when every node reads the previous node's output (a model without blocks)."""
+    return all(layer.inputs == (i,) for i, layer in enumerate(layers))
+
+
+def last_uses(layers: Sequence[DualLayer]) -> List[int]:
+    """For each value (0 .. len(layers)): the index of the last node that reads it (-1: none),
+    so that a forward walk can drop a value once it is read for the last time."""
+    last = [-1] * (len(layers) + 1)
+    for i, layer in enumerate(layers):
+        for j in layer.inputs:
+            last[j] = i
+    return last
+
+
+def run_layers(layers: Sequence[DualLayer], x: Tensor) -> Tensor:
+    """The network the nodes describe, evaluated at x (N, *in_shape): the output (N, *out)."""
+    values: Dict[int, Tensor] = {0: x}
+    last = last_uses(layers)
+    for i, layer in enumerate(layers):
+        values[i + 1] = layer.forward(*[values[j] for j in layer.inputs])
+        for j in set(layer.inputs):
+            if last[j] == i:
+                del values[j]
+    return values[len(layers)]

@@ -2,8 +2,11 @@
 
 The network is rewritten as dense (sparse-stored, scipy.sparse) affine maps between activation
 layers: every chain of Linear/Conv2d/Normalize/Flatten layers becomes z = A h + b, found by
-applying the chain to the identity basis. Each activation adds its own constraints between z
-and its output a: :meth:`DualActivation.lp_constraints` (ReLU: the triangle) for the LP,
+applying the chain to the identity basis. With residual or dense-skip blocks an activation's
+input can depend on several earlier sources (the input, activations' outputs): z = sum_s A_s h_s
++ b, one A_s per source that reaches it through sums and concatenations. Each activation adds
+its own constraints between z and its output a: :meth:`DualActivation.lp_constraints` (ReLU:
+the triangle) for the LP,
 :meth:`DualActivation.milp_constraints` (ReLU: big-M with binaries) for the MILP; an activation
 without an exact encoding makes :func:`milp_bounds` raise UnsupportedLayerError. Meant for
 small networks and a few examples.
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -27,12 +30,16 @@ import torch
 from torch import Tensor, nn
 
 from .activations import DualActivation
-from .base import UnsupportedLayerError
+from .base import DualLayer, UnsupportedLayerError
 from .dual import _pre_bounds
+from .joins import DualJoin
 from .layers import _numel
 from .spec import Ball, BoundResult, Eps, PreBounds, Problem, check_norm, check_pre_bounds, prepare
 
 NumpyBounds = List[Tuple[np.ndarray, np.ndarray]]  # per activation: (l, u) float64 (n,)
+#: one affine map to an activation's input or to the logits from the sources it depends on:
+#: ([(source, A (n_out, n_source)), ...], b (n_out,)); source 0 is the input, k + 1 activation k's output
+Affine = Tuple[List[Tuple[int, sp.csr_matrix]], np.ndarray]
 
 __all__ = ["lp_bounds", "milp_bounds", "SolverError"]
 
@@ -59,27 +66,62 @@ CHECK_RTOL = 1e-6
 CHECK_FEAS = 1e-7  # HiGHS's default primal feasibility tolerance
 
 
-def _affine_blocks(P: Problem) -> List[Tuple[sp.csr_matrix, np.ndarray]]:
-    """(A (n_out, n_in), b (n_out,)) float64 for each affine chain: before activation 1, ...,
-    after the last activation."""
-    blocks, chain = [], []
-    shape = P.layers[0].in_shape
-    for layer in P.layers + [None]:
-        if layer is None or isinstance(layer, DualActivation):
+def _push(layers: Sequence[DualLayer], v: int, start: Tensor, bias: bool) -> Dict[int, Tensor]:
+    """Push ``start`` forward from value v through the nodes after it, an activation's output
+    counting as zero (it is a source of its own): the linear parts applied to coefficient rows
+    (1, n, *shape of v) (bias False), or the nodes themselves applied to a zero input (1, *shape)
+    (bias True; then every value is reached). Returns {value: what reaches it}."""
+    vals = {v: start}
+    for i in range(v, len(layers)):
+        layer = layers[i]
+        if isinstance(layer, DualActivation):
+            if bias:
+                vals[i + 1] = start.new_zeros(1, *layer.out_shape)
+            continue
+        ins = [vals.get(j) for j in layer.inputs]
+        if bias:
+            vals[i + 1] = layer.forward(*ins)
+        elif isinstance(layer, DualJoin):
+            out = layer.linear(ins)
+            if out is not None:
+                vals[i + 1] = out
+        elif ins[0] is not None:
+            vals[i + 1] = layer.linear(ins[0])
+    return vals
+
+
+def _affine_blocks(P: Problem) -> List[Affine]:
+    """The affine map (float64) to each activation's input, in order, then to the logits, from
+    the sources it depends on (the input and the activations' outputs; on a chain only the one
+    just before it), found by pushing the identity basis of every source forward."""
+    layers, acts = P.layers, P.act_idx
+    targets = [layers[i].inputs[0] for i in acts] + [len(layers)]
+    sources = [0] + [i + 1 for i in acts]
+    with torch.no_grad():
+        b = _push(layers, 0, torch.zeros(1, *P.x.shape[1:], dtype=P.x.dtype, device=P.x.device), True)
+        reach = []
+        for v in sources:
+            shape = P.x.shape[1:] if v == 0 else layers[v - 1].out_shape
             n = _numel(shape)
-            with torch.no_grad():
-                v = torch.eye(n, dtype=P.x.dtype, device=P.x.device).view(1, n, *shape)
-                b = torch.zeros(1, *shape, dtype=P.x.dtype, device=P.x.device)
-                for c in chain:
-                    v, b = c.linear(v), c.forward(b)
-            A = v.reshape(n, -1).t().double().cpu().numpy()
-            blocks.append((sp.csr_matrix(A), b.reshape(-1).double().cpu().numpy()))
-            chain = []
-            if layer is not None:
-                shape = layer.out_shape
-        else:
-            chain.append(layer)
+            eye = torch.eye(n, dtype=P.x.dtype, device=P.x.device).view(1, n, *shape)
+            reach.append(_push(layers, v, eye, False))
+    blocks = []
+    for t in targets:
+        terms = [(k, sp.csr_matrix(r[t].reshape(r[t].shape[1], -1).t().double().cpu().numpy()))
+                 for k, r in enumerate(reach) if t in r]
+        blocks.append((terms, b[t].reshape(-1).double().cpu().numpy()))
     return blocks
+
+
+def _apply(terms: List[Tuple[int, sp.csr_matrix]], hs: Sequence, rows=None, absolute: bool = False):
+    """sum over terms of A[rows] @ hs[source] (|A| with ``absolute``); hs: numpy vectors or cvxpy
+    expressions, one per source."""
+    out = None
+    for k, A in terms:
+        A = A if rows is None else A[rows]
+        t = (abs(A) if absolute else A) @ hs[k]
+        out = t if out is None else out + t
+    return out
 
 
 def _solve(prob, opts: dict, what: str) -> None:
@@ -124,18 +166,18 @@ def _into_ball(x: np.ndarray, x0: np.ndarray, eps: float, norm: str) -> np.ndarr
     return x0 + d * (eps / size) if size > eps else x
 
 
-def _network_margin(blocks: List[Tuple[sp.csr_matrix, np.ndarray]], acts: Sequence[DualActivation],
+def _network_margin(blocks: List[Affine], acts: Sequence[DualActivation],
                     x: np.ndarray, c: np.ndarray) -> Tuple[float, float, float]:
     """Run the network the MILP encodes (float64) at x (n0,): (c @ logits, max |logit|, a bound
     on |c @ logits| moved by a slack of 1 in every constraint (the sum of |path weights|))."""
-    h, s = x, np.ones_like(x)
-    for (A, b), act in zip(blocks[:-1], acts):
-        z = A @ h + b
-        h = act.forward(torch.from_numpy(z).view(1, *act.in_shape)).reshape(-1).numpy()
-        s = abs(A) @ s + 1.0
-    A, b = blocks[-1]
-    logits = A @ h + b
-    s = abs(A) @ s + 1.0
+    hs, ss = [x], [np.ones_like(x)]
+    for (terms, b), act in zip(blocks[:-1], acts):
+        z = _apply(terms, hs) + b
+        hs.append(act.forward(torch.from_numpy(z).view(1, *act.in_shape)).reshape(-1).numpy())
+        ss.append(_apply(terms, ss, absolute=True) + 1.0)
+    terms, b = blocks[-1]
+    logits = _apply(terms, hs) + b
+    s = _apply(terms, ss, absolute=True) + 1.0
     return float(c @ logits), float(np.abs(logits).max()), float(np.abs(c) @ s)
 
 
@@ -153,7 +195,7 @@ def _check_answer(blocks, acts, x: np.ndarray, c: np.ndarray, attained: float, l
                           f"{scale:.3g}); the network is probably too badly scaled for the MILP")
 
 
-def _solve_example(blocks: List[Tuple[sp.csr_matrix, np.ndarray]], acts: Sequence[DualActivation],
+def _solve_example(blocks: List[Affine], acts: Sequence[DualActivation],
                    pre: NumpyBounds, lo: np.ndarray, hi: np.ndarray, C: np.ndarray, integer: bool,
                    opts: dict, tag: str, deadline: Optional[float] = None,
                    ball: Optional[Tuple[np.ndarray, float, str]] = None
@@ -171,19 +213,24 @@ def _solve_example(blocks: List[Tuple[sp.csr_matrix, np.ndarray]], acts: Sequenc
     if ball is not None:
         cons += _ball_constraints(x, *ball)
     conic = ball is not None and ball[2] == "l2"  # a second-order cone: Clarabel, not HiGHS
-    h = x
-    for (A, b), act, (l, u) in zip(blocks[:-1], acts, pre):
+    hs = [x]  # the sources: the input, then each activation's output
+    for (terms, b), act, (l, u) in zip(blocks[:-1], acts, pre):
         a = cp.Variable(l.size)
-        z_of = lambda i, A=A, b=b, h=h: A[i] @ h + b[i]
+        z_of = lambda i, terms=terms, b=b, hs=list(hs): _apply(terms, hs, i) + b[i]
         cons += (act.milp_constraints if integer else act.lp_constraints)(a, z_of, l, u)
-        h = a
-    A, b = blocks[-1]
-    CA, Cb = sp.csr_matrix(C) @ A, C @ b
-    c = cp.Parameter(A.shape[1])
-    prob = cp.Problem(cp.Minimize(c @ h), cons)
+        hs.append(a)
+    terms, b = blocks[-1]
+    Csp, Cb = sp.csr_matrix(C), C @ b
+    CAs = [Csp @ A for _, A in terms]
+    cs = [cp.Parameter(A.shape[1]) for _, A in terms]
+    objective = None
+    for c, (k, _) in zip(cs, terms):
+        objective = c @ hs[k] if objective is None else objective + c @ hs[k]
+    prob = cp.Problem(cp.Minimize(objective), cons)
     vals, xs, mip = [], [], []
     for r in range(C.shape[0]):
-        c.value = np.asarray(CA[r].todense()).ravel()
+        for c, CA in zip(cs, CAs):
+            c.value = np.asarray(CA[r].todense()).ravel()
         what = f"{tag}, spec row {r}"
         if deadline is not None:
             left = deadline - time.perf_counter()
@@ -220,7 +267,7 @@ def _mip_lower(prob, obj: float, what: str) -> float:
 def _setup(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps, spec: Optional[Tensor],
            clip: Optional[Tuple[float, float]], pre_bounds, intersect: bool, exact: bool = False,
            norm: str = "linf"
-           ) -> Tuple[Problem, PreBounds, List[NumpyBounds], List[Tuple[sp.csr_matrix, np.ndarray]]]:
+           ) -> Tuple[Problem, PreBounds, List[NumpyBounds], List[Affine]]:
     """Checked problem, pre-activation bounds (torch and per example numpy) and affine blocks."""
     P = prepare(model, x, y, eps, spec, clip, norm)
     if P.nonfinite is not None:
@@ -251,7 +298,7 @@ def _np_ball(ball: Optional[Ball], n: int) -> Optional[Tuple[np.ndarray, float, 
     """Example n's ball as (x0 (n0,) float64, eps, norm), or None for l_inf."""
     if ball is None:
         return None
-    return (ball.center[n].reshape(-1).double().cpu().numpy(), float(ball.radius[n, 0]), ball.norm)
+    return (ball.center[n].detach().reshape(-1).double().cpu().numpy(), float(ball.radius[n, 0]), ball.norm)
 
 
 _L2_MILP_MSG = ("milp_bounds cannot do norm='l2': the l2 ball is a second-order cone, so exact "
@@ -281,8 +328,8 @@ def lp_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
     P, pre, np_pre, blocks = _setup(model, x, y, eps, spec, clip, pre_bounds, False, norm=norm)
     lows = []
     for n in range(x.shape[0]):
-        vals, _, _ = _solve_example(blocks, P.activations, np_pre[n], P.lo[n].reshape(-1).double().cpu().numpy(),
-                                    P.hi[n].reshape(-1).double().cpu().numpy(),
+        lo_n, hi_n = (t[n].detach().reshape(-1).double().cpu().numpy() for t in (P.lo, P.hi))
+        vals, _, _ = _solve_example(blocks, P.activations, np_pre[n], lo_n, hi_n,
                                     P.C[n].double().cpu().numpy(), False, _LP_OPTS, f"LP example {n}",
                                     ball=_np_ball(P.ball, n))
         lows.append(vals)
@@ -332,8 +379,8 @@ def milp_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
     opts = dict(_MILP_OPTS)
     lows, att, xw = [], [], []
     for n in range(x.shape[0]):
-        vals, xs, mip = _solve_example(blocks, P.activations, np_pre[n], P.lo[n].reshape(-1).double().cpu().numpy(),
-                                       P.hi[n].reshape(-1).double().cpu().numpy(),
+        lo_n, hi_n = (t[n].detach().reshape(-1).double().cpu().numpy() for t in (P.lo, P.hi))
+        vals, xs, mip = _solve_example(blocks, P.activations, np_pre[n], lo_n, hi_n,
                                        P.C[n].double().cpu().numpy(), True, opts, f"MILP example {n}",
                                        deadline, ball=_np_ball(P.ball, n))
         att.append(vals)

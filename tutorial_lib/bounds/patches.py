@@ -30,7 +30,7 @@ from torch import Tensor
 
 from .activations import DualActivation
 from .base import DualLayer
-from .layers import DualConv2d
+from .layers import DualConv2d, is_chain
 from .spec import Ball, dual_norm
 
 __all__ = ["applies", "conv_neuron_bounds"]
@@ -45,10 +45,12 @@ def _parallel_activation(layer: DualLayer) -> bool:
 
 
 def applies(layers: Sequence[DualLayer], i: int) -> bool:
-    """True when layers[:i] is conv, act, conv, ..., conv (so activation i's input is a conv's
-    output), every conv plain (groups 1, no dilation) and every activation parallel."""
+    """True when layers[:i] is the chain conv, act, conv, ..., conv (so activation i's input is a
+    conv's output), every conv plain (groups 1, no dilation) and every activation parallel."""
     if i < 1 or i % 2 == 0:
         return False
+    if not is_chain(layers[:i + 1]):
+        return False  # a graph (residual or dense-skip blocks) below activation i
     for j, layer in enumerate(layers[:i]):
         if (j % 2 == 0 and not _plain_conv(layer)) or (j % 2 == 1 and not _parallel_activation(layer)):
             return False

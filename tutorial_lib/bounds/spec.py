@@ -10,11 +10,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from tutorial_lib.models import DenseSkip, Residual
 from tutorial_lib.validation import _stacklevel, check_finite
 
 from .activations import DualActivation
 from .base import UnsupportedLayerError
-from .layers import DualLayer, build_layers
+from .layers import DualLayer, build_layers, run_layers
 
 __all__ = ["BoundResult", "Problem", "Ball", "NORMS", "DUAL_NORMS", "is_certified", "margin_spec", "prepare",
            "check_pre_bounds", "check_norm", "dual_norm"]
@@ -98,7 +99,7 @@ class BoundResult:
 class Ball:
     """An l2 or l1 ball {x' : ||x' - center|| <= radius} (the l_inf ball is a box: Problem.lo/hi).
 
-    norm: 'l2' or 'l1'; center: (N, *in_shape), detached; radius: (N, 1).
+    norm: 'l2' or 'l1'; center: (N, *in_shape) (x itself: the bounds are differentiable in it); radius: (N, 1).
     """
 
     norm: str
@@ -120,6 +121,11 @@ class Ball:
 @dataclass
 class Problem:
     """A checked bound problem.
+
+    layers: the network's nodes in topological order (:func:`~tutorial_lib.bounds.layers.build_layers`);
+    node i reads the values ``layers[i].inputs`` (value 0 the input, value i + 1 node i's output).
+    A plain nn.Sequential is the chain ``inputs == (i,)``; Residual and DenseSkip blocks add
+    join nodes (:mod:`tutorial_lib.bounds.joins`). The logits are the last node's output.
 
     l_inf (``ball`` None): the input set is the box [lo, hi] (each (N, *in_shape)), the ball
     intersected with the pixel box. l2/l1: the input set is ``ball`` intersected with the pixel
@@ -237,29 +243,36 @@ def _hook_owner(model: nn.Module) -> Optional[str]:
     return None
 
 
+#: the containers the bounds walk (their forward is the composition the node list describes):
+#: class -> (its name in messages, what of it the bounds see)
+_CONTAINERS: Dict[type, Tuple[str, str]] = {
+    nn.Sequential: ("an nn.Sequential", "its layer list"),
+    Residual: ("a Residual", "its body and shortcut (their sum)"),
+    DenseSkip: ("a DenseSkip", "its body (and the concatenation with its input)"),
+}
+
+
 def _check_model_is_plain(model: nn.Module) -> None:
     """Refuse what makes model(x) differ from the composition of its layers: forward hooks and
-    Sequential subclasses that override forward."""
+    subclasses of the containers (nn.Sequential, Residual, DenseSkip) that override forward."""
     hook = _hook_owner(model)
     if hook is not None:
         raise UnsupportedLayerError(f"the model has {hook}: the bounds see only the layer list, "
                                     "not what hooks change; remove the hook to certify the model")
     for name, m in model.named_modules():
-        if isinstance(m, nn.Sequential) and type(m).forward is not nn.Sequential.forward:
-            where = f"submodule {name!r}" if name else "the model"
-            raise UnsupportedLayerError(
-                f"{where} is a {type(m).__name__}, an nn.Sequential subclass that overrides forward: "
-                "the bounds see only its layer list, not the forward that runs (e.g. a residual); "
-                "certify a plain nn.Sequential")
+        for base, (kind, seen) in _CONTAINERS.items():
+            if isinstance(m, base) and type(m).forward is not base.forward:
+                where = f"submodule {name!r}" if name else "the model"
+                raise UnsupportedLayerError(
+                    f"{where} is a {type(m).__name__}, {kind} subclass that overrides forward: the bounds "
+                    f"see only {seen}, not the forward that runs; certify a plain {kind.split()[1]}")
 
 
 def _check_layers_reproduce_model(model: nn.Module, layers: Sequence[DualLayer], x: Tensor) -> None:
     """Composing the built layers must give model(x) (the model that runs is the one bounded)."""
     with torch.no_grad():
         out = model(x)
-        h = x
-        for layer in layers:
-            h = layer.forward(h)
+        h = run_layers(layers, x)
     if not isinstance(out, Tensor) or tuple(out.shape) != tuple(h.shape):
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(f"model(x) has shape {shape} but its layer list gives {tuple(h.shape)}: "
@@ -333,9 +346,9 @@ def prepare(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps, spec: Op
             raise ValueError(f"spec must have shape (N, m, K)=({N}, m, {K}) or (m, {K}); "
                              f"got {tuple(torch.as_tensor(spec).shape)}")
 
-    xd = x.detach()
+    xd = x.detach()  # for the checks; the box itself keeps x's graph (bounds differentiable in x)
     if clip is None:
-        lo, hi = xd - e, xd + e
+        lo, hi = x - e, x + e
     else:
         try:
             c0, c1 = (float(c) for c in clip)
@@ -346,7 +359,7 @@ def prepare(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps, spec: Op
         if (xd < c0).any() or (xd > c1).any():
             raise ValueError(f"x has values in [{float(xd.min()):.4g}, {float(xd.max()):.4g}], "
                              f"outside the box clip={clip}; pass raw inputs or clip=None")
-        lo, hi = (xd - e).clamp(min=c0), (xd + e).clamp(max=c1)
+        lo, hi = (x - e).clamp(min=c0), (x + e).clamp(max=c1)
     if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
         raise ValueError(f"the input set x +- eps overflows {x.dtype} (eps = {eps}); use a smaller "
                          "eps or a box clip")
@@ -354,7 +367,7 @@ def prepare(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps, spec: Op
         C = torch.full_like(C, float("nan"))  # NaN bounds: never a certificate
     ball = None
     if norm != "linf":
-        ball = Ball(norm, xd, e.reshape(-1, 1).expand(N, 1) if e.dim() == 0 else e.reshape(N, 1))
+        ball = Ball(norm, x, e.reshape(-1, 1).expand(N, 1) if e.dim() == 0 else e.reshape(N, 1))
     return Problem(layers, x, lo, hi, C, y, K, bad_param, ball)
 
 
