@@ -27,11 +27,15 @@ Files:
   NormBallAttack that never computes a gradient);
 * ``ensemble.py`` -- :func:`evaluate_ensemble` (AutoAttack's protocol: per example, the worst case
   over attacks run in order) and :func:`default_ensemble` (APGD-CE, APGD-T, Square; no FAB-T);
+* ``cascade.py`` -- :class:`CascadeAttack` and :func:`attack_cascade` (after CasA, Mangal et al. 2022:
+  points of the ball where a :class:`tutorial_lib.defenses.Cascade` answers wrongly, also where
+  Wong et al.'s certifier claims none exist);
 * ``evaluation.py`` -- :func:`evaluate`, :func:`robust_masks` (per example) and :func:`accuracy_vs_eps`
   (clean and robust accuracy).
 """
 from .apgd import APGD, APGDTargeted, dlr_loss, dlr_loss_targeted
 from .base import NORMS, Attack, Box, NormBallAttack, check_inputs, margin, random_targets
+from .cascade import CascadeAttack, CascadeAttackReport, attack_cascade
 from .cw import CarliniWagnerL2
 from .ensemble import EnsembleResult, default_ensemble, evaluate_ensemble
 from .evaluation import accuracy_vs_eps, evaluate, robust_masks
@@ -47,4 +51,5 @@ __all__ = [
     "FGSM", "PGD", "MarginPGD", "TransferAttack", "JSMA", "SparseL1Descent", "project_l1_ball", "CarliniWagnerL2",
     "APGD", "APGDTargeted", "Square", "dlr_loss", "dlr_loss_targeted",
     "evaluate", "robust_masks", "accuracy_vs_eps", "evaluate_ensemble", "default_ensemble", "EnsembleResult",
+    "CascadeAttack", "CascadeAttackReport", "attack_cascade",
 ]

@@ -1,0 +1,451 @@
+"""Cascades of certified models (Wong et al. 2018, Section 3.3) and what their certificate promises
+(Mangal et al. 2022, "On the Perils of Cascading Robust Classifiers", arXiv 2206.00278).
+
+A cascade is an ordered list of models ("stages"). At an input x it answers with the first stage
+whose exact dual bound certifies that stage's *own prediction* on the ball around x (the stage
+"accepts" x); when no stage accepts, the fallback stage (the last one in the paper) answers.
+
+* :func:`stage_accepts`   the one rule every other piece is built on: (pred, accepted) per example
+* :class:`Cascade`        the cascade as a model: :meth:`Cascade.route` (which stage answers and
+  what), ``forward`` (the answering stage's logits, so that ordinary attacks run on it),
+  :meth:`Cascade.predict`, :meth:`Cascade.stage_predictions`
+* :func:`paper_certified` Wong et al.'s certifier: some stage accepts x and the first one predicts
+  y. UNSOUND (Mangal et al. 2022): a point of the ball can be routed to a stage that answers
+  differently (:class:`tutorial_lib.attacks.CascadeAttack` finds such points)
+* :func:`sound_certified` a sound certificate (proof in its docstring): every stage predicts y at
+  x, and the fallback stage is certified for y on the ball around x
+* :func:`certify_cascade` all of the above per example, each computed once
+  (:class:`CascadeCertificate`, with :meth:`CascadeCertificate.summary` of the rates)
+
+Shapes: x (N, *input_shape) with values in the box ``clip`` (default the pixel box [0, 1]);
+labels y (N,) integers in [0, K); eps in input units, the radius of the ``norm`` ball ('linf',
+'l2' or 'l1'). Everything runs on x's device (the stages must be there too).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from ..bounds import dual_bounds, is_certified, optimized_dual_bounds
+from ..bounds.spec import check_norm
+
+__all__ = ["stage_accepts", "Cascade", "CascadeDecision", "CascadeCertificate", "paper_certified",
+           "sound_certified", "certify_cascade", "FALLBACK_METHODS"]
+
+#: the sound verifiers condition (b) of :func:`sound_certified` may use for the fallback stage:
+#: 'dual' (the paper's dual bound, the cascade's own rule) or 'dual-opt' (the same with the final
+#: slopes optimised: never looser, so it certifies at least as many examples)
+FALLBACK_METHODS: Tuple[str, ...] = ("dual", "dual-opt")
+
+
+def stage_accepts(model: nn.Module, x: Tensor, eps: float, norm: str = "linf",
+                  clip: Optional[Tuple[float, float]] = (0.0, 1.0),
+                  batch_size: int = 256) -> Tuple[Tensor, Tensor]:
+    """Does ``model`` certify its own prediction on the ball around each x? (the cascade's rule)
+
+    x: (N, *input_shape) in ``clip``; eps: the radius in ``norm`` ('linf', 'l2', 'l1').
+    Returns ``(pred, accepted)``, both (N,) on x's device: pred (long) = argmax of the logits at
+    x; accepted (bool) = every margin z_pred - z_j has an exact dual lower bound > 0 on the ball
+    (:func:`tutorial_lib.bounds.is_certified`; never random projections). No gradients.
+    """
+    check_norm(norm)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    preds, oks = [], []
+    with torch.no_grad():
+        for a in range(0, x.shape[0], batch_size):
+            xb = x[a:a + batch_size]
+            pred = model(xb).argmax(1)
+            low = dual_bounds(model, xb, pred, eps, clip=clip, norm=norm).lower
+            preds.append(pred)
+            oks.append(is_certified(low))
+    if not preds:
+        empty = torch.zeros(0, dtype=torch.long, device=x.device)
+        return empty, empty.bool()
+    return torch.cat(preds), torch.cat(oks)
+
+
+def _check_clip(clip: Optional[Tuple[float, float]]) -> Optional[Tuple[float, float]]:
+    if clip is None:
+        return None
+    try:
+        lo, hi = (float(c) for c in clip)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"clip must be None or a pair (low, high); got {clip!r}") from exc
+    if not lo < hi:
+        raise ValueError(f"clip must be (low, high) with low < high; got {clip!r}")
+    return lo, hi
+
+
+def _check_batch_size(batch_size: int) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return int(batch_size)
+
+
+@dataclass
+class CascadeDecision:
+    """What a cascade does at each input, from :meth:`Cascade.route`; each field (N,).
+
+    pred:     long, the cascade's answer (the answering stage's argmax).
+    stage:    long, the index of the stage that answered (in 0..len(stages) - 1).
+    accepted: bool, True where the answering stage accepted x (it certified its own prediction
+              on the ball; no earlier stage did); False where no stage accepted and the fallback
+              answered.
+    """
+
+    pred: Tensor
+    stage: Tensor
+    accepted: Tensor
+
+
+class Cascade(nn.Module):
+    """A cascade of certified models (Wong et al. 2018, Section 3.3), usable as a model.
+
+    ``Cascade(stages, eps, norm="linf", clip=(0., 1.), fallback=-1, batch_size=256)``: ``stages``
+    a non-empty sequence of certifiable models (nn.Sequential of Linear/Conv2d/ReLU/Flatten/
+    Normalize ending in Linear, all with the same number of classes K), held in an
+    ``nn.ModuleList``; ``eps`` (> 0, input units) and ``norm`` ('linf', 'l2', 'l1') the ball on
+    which a stage must certify its prediction to accept an input; ``clip`` the input box (None:
+    none); ``fallback`` the index of the stage that answers where no stage accepts (negative
+    indices count from the end; stored as the index in 0..len(stages) - 1; the paper's choice is
+    -1, the last stage); ``batch_size`` examples per bound computation (memory only).
+
+    * :meth:`route` -- which stage answers, and what (:class:`CascadeDecision`); stage k is
+      bounded only on the inputs no earlier stage accepted, which is what makes a cascade cheap;
+    * ``forward(x)`` (N, K) -- the answering stage's logits, per example; the routing is
+      piecewise constant, gradients flow through the chosen stage's logits, so an ordinary
+      attack runs on a cascade (it sees a gradient of zero for the routing itself);
+    * :meth:`predict` (N,) -- the answer, ``route(x).pred`` (= ``forward(x).argmax(1)``);
+    * :meth:`stage_predictions` (len(stages), N) -- every stage's own argmax at x.
+
+    Modes: a cascade starts in eval mode if every stage is in eval mode (as loaded checkpoints
+    are), else in training mode; ``.eval()`` / ``.train()`` set every stage, as for any module, and
+    the attacks refuse a cascade in training mode. The number of classes is checked on the first
+    call (one forward pass of one example through each stage).
+    """
+
+    def __init__(self, stages: Sequence[nn.Module], eps: float, norm: str = "linf",
+                 clip: Optional[Tuple[float, float]] = (0.0, 1.0), fallback: int = -1,
+                 batch_size: int = 256):
+        super().__init__()
+        if isinstance(stages, nn.Module) and not isinstance(stages, nn.ModuleList):
+            raise TypeError(f"stages must be a sequence of models, got one {type(stages).__name__}; "
+                            "a cascade of one model is Cascade([model], eps)")
+        try:
+            stages = list(stages)
+        except TypeError as exc:
+            raise TypeError(f"stages must be a sequence of models, got {type(stages).__name__}") from exc
+        if not stages:
+            raise ValueError("a cascade needs at least one stage")
+        for k, stage in enumerate(stages):
+            if not isinstance(stage, nn.Module):
+                raise TypeError(f"stage {k} is a {type(stage).__name__}, not an nn.Module")
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+            raise TypeError(f"eps must be a number, got {type(eps).__name__} {eps!r}")
+        if not (math.isfinite(eps) and eps > 0):
+            raise ValueError(f"eps must be a positive finite number (the radius on which a stage must "
+                             f"certify its prediction), got {eps}")
+        n = len(stages)
+        if isinstance(fallback, bool) or not isinstance(fallback, numbers.Integral):
+            raise TypeError(f"fallback must be a stage index (an int), got {type(fallback).__name__} {fallback!r}")
+        if not -n <= fallback < n:
+            raise ValueError(f"fallback must be a stage index in [{-n}, {n - 1}] for {n} stage"
+                             f"{'s' if n > 1 else ''}, got {fallback}")
+        self.stages = nn.ModuleList(stages)
+        self.eps = float(eps)
+        self.norm = check_norm(norm)
+        self.clip = _check_clip(clip)
+        self.fallback = int(fallback) % n
+        self.batch_size = _check_batch_size(batch_size)
+        self.training = any(stage.training for stage in self.stages)
+        self._num_classes: Optional[int] = None
+
+    @property
+    def num_classes(self) -> Optional[int]:
+        """K, the stages' number of classes; None until the first call has checked it."""
+        return self._num_classes
+
+    def _check_input(self, x: Tensor) -> Tensor:
+        """x must be a floating tensor (N, *input_shape); on the first call also check that every
+        stage gives logits (1, K) with the same K."""
+        if not torch.is_tensor(x) or not x.is_floating_point() or x.dim() < 2:
+            raise ValueError("x must be a floating tensor of shape (N, *input_shape)")
+        if self._num_classes is None and x.shape[0] > 0:
+            sizes = []
+            with torch.no_grad():
+                for stage in self.stages:
+                    out = stage(x[:1])
+                    if not torch.is_tensor(out) or out.dim() != 2:
+                        shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+                        raise ValueError(f"stage {len(sizes)} must output logits (N, K); got {shape}")
+                    sizes.append(int(out.shape[1]))
+            if len(set(sizes)) > 1:
+                raise ValueError("the stages disagree on the number of classes: "
+                                 + ", ".join(f"stage {k} has {s}" for k, s in enumerate(sizes)))
+            self._num_classes = sizes[0]
+        return x
+
+    def _check_labels(self, x: Tensor, y: Tensor) -> Tensor:
+        """x checked as in :meth:`_check_input`; y (N,) integer labels in [0, K), on x's device."""
+        x = self._check_input(x)
+        if not torch.is_tensor(y) or y.is_floating_point() or y.dtype == torch.bool:
+            raise TypeError("y must be an integer tensor of labels, shape (N,)")
+        if tuple(y.shape) != (x.shape[0],):
+            raise ValueError(f"y must have shape (N,)=({x.shape[0]},) to match x; got {tuple(y.shape)}")
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self._num_classes):
+            raise ValueError(f"labels must be in [0, {self._num_classes}); got min {int(y.min())}, "
+                             f"max {int(y.max())}")
+        return y.to(x.device, torch.long)
+
+    def route(self, x: Tensor, batch_size: Optional[int] = None) -> CascadeDecision:
+        """Which stage answers each x (N, *input_shape), and what (:class:`CascadeDecision`).
+
+        Stage k runs :func:`stage_accepts` only on the inputs no stage before it accepted; the
+        inputs no stage accepts go to the fallback stage. ``batch_size``: None uses the
+        cascade's. No gradients.
+        """
+        x = self._check_input(x)
+        batch_size = self.batch_size if batch_size is None else _check_batch_size(batch_size)
+        N = x.shape[0]
+        pred = torch.full((N,), -1, dtype=torch.long, device=x.device)
+        stage = torch.full((N,), -1, dtype=torch.long, device=x.device)
+        accepted = torch.zeros(N, dtype=torch.bool, device=x.device)
+        remaining = torch.arange(N, device=x.device)
+        with torch.no_grad():
+            for k, model in enumerate(self.stages):
+                if remaining.numel() == 0:
+                    break
+                p, ok = stage_accepts(model, x[remaining], self.eps, self.norm, self.clip, batch_size)
+                idx = remaining[ok]
+                pred[idx], stage[idx], accepted[idx] = p[ok], k, True
+                remaining = remaining[~ok]
+            if remaining.numel():
+                pred[remaining] = self.stages[self.fallback](x[remaining]).argmax(1)
+                stage[remaining] = self.fallback
+        return CascadeDecision(pred=pred, stage=stage, accepted=accepted)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, K) logits of the stage that answers each x (N, *input_shape), per example.
+
+        The routing (:meth:`route`) is computed without gradients; gradients flow through the
+        answering stage's logits only.
+        """
+        decision = self.route(x)
+        if x.shape[0] == 0:
+            return self.stages[self.fallback](x)
+        out = None
+        for k in decision.stage.unique().tolist():
+            idx = (decision.stage == k).nonzero().flatten()
+            logits = self.stages[k](x[idx])
+            if out is None:
+                out = logits.new_zeros(x.shape[0], logits.shape[1])
+            out = out.index_put((idx,), logits)
+        return out
+
+    def predict(self, x: Tensor) -> Tensor:
+        """(N,) long: the cascade's answer at each x, ``route(x).pred``."""
+        return self.route(x).pred
+
+    def stage_predictions(self, x: Tensor) -> Tensor:
+        """(len(stages), N) long: row k is stage k's own argmax at x (whether it accepts or not).
+        No gradients."""
+        x = self._check_input(x)
+        rows = []
+        with torch.no_grad():
+            for model in self.stages:
+                preds = [model(x[a:a + self.batch_size]).argmax(1) for a in range(0, x.shape[0], self.batch_size)]
+                rows.append(torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long, device=x.device))
+        return torch.stack(rows)
+
+    def extra_repr(self) -> str:
+        clip = "None" if self.clip is None else f"({self.clip[0]:g}, {self.clip[1]:g})"
+        return f"eps={self.eps:g}, norm={self.norm!r}, clip={clip}, fallback={self.fallback}"
+
+
+def _check_cascade(cascade: Cascade) -> None:
+    if not isinstance(cascade, Cascade):
+        raise TypeError(f"expected a Cascade, got {type(cascade).__name__}")
+
+
+def _certify_label(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str,
+                   clip: Optional[Tuple[float, float]], batch_size: int, method: str) -> Tensor:
+    """(N,) bool: ``model`` is certified for label y (every margin z_y - z_j, j != y, has a lower
+    bound > 0) on the ``norm`` ball of radius eps around each x, intersected with the box."""
+    oks = []
+    with torch.no_grad():
+        for a in range(0, x.shape[0], batch_size):
+            xb, yb = x[a:a + batch_size], y[a:a + batch_size]
+            if method == "dual":
+                low = dual_bounds(model, xb, yb, eps, clip=clip, norm=norm).lower
+            else:
+                low = optimized_dual_bounds(model, xb, yb, eps, clip=clip, norm=norm).lower
+            oks.append(is_certified(low))
+    return torch.cat(oks) if oks else torch.zeros(0, dtype=torch.bool, device=x.device)
+
+
+def _check_method(method: str) -> str:
+    if method not in FALLBACK_METHODS:
+        raise ValueError(f"unknown method {method!r} for the fallback certificate: the sound verifiers "
+                         "are " + ", ".join(repr(m) for m in FALLBACK_METHODS))
+    return method
+
+
+def _sound_parts(cascade: Cascade, x: Tensor, y: Tensor, method: str,
+                 batch_size: int) -> Tuple[Tensor, Tensor]:
+    """(all_agree, fallback_certified), each (N,) bool: condition (a) and (b) of
+    :func:`sound_certified`. The fallback's certificate is computed only where the fallback
+    predicts y at x (elsewhere it is False without a bound: x itself lies in the ball)."""
+    preds = cascade.stage_predictions(x)
+    all_agree = (preds == y).all(0)
+    fallback_certified = torch.zeros_like(all_agree)
+    idx = (preds[cascade.fallback] == y).nonzero().flatten()
+    if idx.numel():
+        fallback_certified[idx] = _certify_label(cascade.stages[cascade.fallback], x[idx], y[idx], cascade.eps,
+                                                 cascade.norm, cascade.clip, batch_size, method)
+    return all_agree, fallback_certified
+
+
+def paper_certified(cascade: Cascade, x: Tensor, y: Tensor) -> Tensor:
+    """Wong et al. 2018's certificate for a cascade, (N,) bool. **UNSOUND**: see below.
+
+    x (N, *input_shape) in the cascade's box, y (N,) labels. True where some stage accepts x (its
+    dual bound certifies its own prediction on the ball around x) and the first accepting stage
+    predicts y: the cascade answers y at x *by acceptance*.
+
+    WHY IT IS UNSOUND (Mangal, Wang, Zhang, Leino, Pasareanu & Fredrikson 2022, "On the Perils of
+    Cascading Robust Classifiers", arXiv 2206.00278): the accepting stage's certificate says that
+    *this stage* predicts y on the whole ball, not that *the cascade* does. At a point x' of the
+    ball the routing is decided afresh: an earlier stage may accept x' with a different label
+    (its certificate is on the ball around x', which is not the ball around x), or the accepting
+    stage may stop accepting x' and a later stage or the fallback answers differently. So a
+    "certified" x can have x' within eps where the cascade's answer is not y;
+    :class:`tutorial_lib.attacks.CascadeAttack` finds such points. Use :func:`sound_certified`
+    for a guarantee.
+    """
+    _check_cascade(cascade)
+    y = cascade._check_labels(x, y)
+    decision = cascade.route(x)
+    return decision.accepted & (decision.pred == y)
+
+
+def sound_certified(cascade: Cascade, x: Tensor, y: Tensor, method: str = "dual",
+                    batch_size: Optional[int] = None) -> Tensor:
+    """A sound certificate for a cascade, (N,) bool: where True, the cascade answers y at every
+    point of the ball B(x, eps) intersected with the box (eps, norm, box: the cascade's).
+
+    x (N, *input_shape) in the box, y (N,) labels. True where
+
+    (a) every stage predicts y at x itself, and
+    (b) the fallback stage is certified for label y on B(x, eps) ∩ box (every margin
+        z_y - z_j has a lower bound > 0 there; ``method`` 'dual', the cascade's own bound, or
+        'dual-opt', the optimised dual, never looser: see :data:`FALLBACK_METHODS`).
+
+    Proof. Take x' in B(x, eps) ∩ box. Either some stage accepts x', or none does.
+    * Some stage accepts x'; let j be the first, which answers. Accepting means stage j's
+      dual bound certifies its prediction p = argmax f_j(x') on B(x', eps) ∩ box, so f_j predicts
+      p at every point of that set (the bound is sound and its margins are strictly positive).
+      Balls are symmetric: ||x - x'|| <= eps, so x is in B(x', eps), and x is in the box. Hence
+      p = argmax f_j(x) = y by (a): the cascade answers y.
+    * No stage accepts x': the fallback answers f_fb's prediction at x', which is y by (b),
+      because x' lies in B(x, eps) ∩ box, where the fallback is certified for y.
+    In both cases the cascade answers y at x'. ∎ (As every certificate here, up to the floating
+    point rounding of the bound computation.)
+
+    Note what is NOT used: "stage k is certified on B(x, 2 eps), so it accepts every x' in B(x,
+    eps)" is false for the dual bound: with the paper's slopes the bound is not monotone in the
+    input set, so a certificate on a larger set does not imply one on a subset.
+
+    Sound implies paper (:func:`paper_certified`) when ``method='dual'``, for any fallback
+    index: (a) says the fallback predicts y at x, so (b) is exactly the fallback's acceptance
+    test at x (the same bound, label and set); some stage accepts x, and the first one that does
+    predicts y at x by (a). With 'dual-opt' (b) can hold where the fallback does not accept x
+    (the paper's rule uses the plain dual bound), so sound may certify x where paper does not.
+
+    ``batch_size``: examples per bound computation (None: the cascade's).
+    """
+    _check_cascade(cascade)
+    method = _check_method(method)
+    y = cascade._check_labels(x, y)
+    batch_size = cascade.batch_size if batch_size is None else _check_batch_size(batch_size)
+    all_agree, fallback_certified = _sound_parts(cascade, x, y, method, batch_size)
+    return all_agree & fallback_certified
+
+
+@dataclass
+class CascadeCertificate:
+    """Per-example results of :func:`certify_cascade`; every tensor field is (N,).
+
+    pred, stage, accepted: the cascade's decision at x (:class:`CascadeDecision`).
+    paper:              bool, :func:`paper_certified` (Wong et al.; UNSOUND).
+    sound:              bool, :func:`sound_certified` (= all_agree & fallback_certified).
+    all_agree:          bool, condition (a): every stage predicts y at x.
+    fallback_certified: bool, condition (b): the fallback stage is certified for y on the ball
+                        around x (computed where the fallback predicts y at x; False elsewhere,
+                        where it cannot hold since x is in the ball).
+    y:                  long, the labels.
+    num_stages:         the number of stages (for the per-stage counts).
+    method:             the verifier used for (b), see :data:`FALLBACK_METHODS`.
+    """
+
+    pred: Tensor
+    stage: Tensor
+    accepted: Tensor
+    paper: Tensor
+    sound: Tensor
+    all_agree: Tensor
+    fallback_certified: Tensor
+    y: Tensor
+    num_stages: int
+    method: str = "dual"
+
+    def summary(self) -> Dict[str, Union[int, float, List[int]]]:
+        """Rates over the N examples (NaN for N = 0), as plain numbers.
+
+        n; clean_accuracy (the cascade's answer at x is y); paper_certified_accuracy and
+        paper_certified_error (= 1 - the accuracy, Wong et al.'s "robust error bound");
+        sound_certified_accuracy and sound_certified_error; paper_not_sound (the fraction the
+        paper certifies and the sound certificate does not: the claims without a proof);
+        answered_by_stage (list: per stage, the number of examples it answered by accepting);
+        answered_by_fallback (the number no stage accepted).
+        """
+        n = int(self.y.shape[0])
+
+        def rate(mask: Tensor) -> float:
+            return float(mask.float().mean()) if n else float("nan")
+
+        paper, sound = rate(self.paper), rate(self.sound)
+        answered = torch.bincount(self.stage[self.accepted].cpu(), minlength=self.num_stages)
+        return {"n": n, "clean_accuracy": rate(self.pred == self.y),
+                "paper_certified_accuracy": paper, "paper_certified_error": 1.0 - paper,
+                "sound_certified_accuracy": sound, "sound_certified_error": 1.0 - sound,
+                "paper_not_sound": rate(self.paper & ~self.sound),
+                "answered_by_stage": [int(c) for c in answered.tolist()],
+                "answered_by_fallback": int((~self.accepted).sum())}
+
+
+def certify_cascade(cascade: Cascade, x: Tensor, y: Tensor, batch_size: Optional[int] = None,
+                    method: str = "dual") -> CascadeCertificate:
+    """The cascade's decision, Wong et al.'s (unsound) and the sound certificate at each x.
+
+    x (N, *input_shape) in the cascade's box, y (N,) labels. Each thing is computed once: one
+    :meth:`Cascade.route` (its decision gives the paper's certificate), one forward pass per stage
+    (condition (a)) and one bound of the fallback stage where it predicts y (condition (b), with
+    ``method``). ``batch_size``: examples per bound computation (None: the cascade's).
+    Returns a :class:`CascadeCertificate`; ``.summary()`` gives the rates.
+    """
+    _check_cascade(cascade)
+    method = _check_method(method)
+    y = cascade._check_labels(x, y)
+    batch_size = cascade.batch_size if batch_size is None else _check_batch_size(batch_size)
+    decision = cascade.route(x, batch_size=batch_size)
+    all_agree, fallback_certified = _sound_parts(cascade, x, y, method, batch_size)
+    return CascadeCertificate(pred=decision.pred, stage=decision.stage, accepted=decision.accepted,
+                              paper=decision.accepted & (decision.pred == y), sound=all_agree & fallback_certified,
+                              all_agree=all_agree, fallback_certified=fallback_certified, y=y,
+                              num_stages=len(cascade.stages), method=method)
