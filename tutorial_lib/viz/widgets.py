@@ -1,5 +1,7 @@
-"""Notebook explorers. Each widget is thin: the function a slider calls is a plain function
-here (``attack_example``) that tests call directly; the ipywidgets layer only wires controls."""
+"""Notebook explorers: attacks (notebook 01), the 2-D toy cascade (08), evaluation (09). Each
+widget is thin: the function a slider calls is a plain function (``attack_example``,
+:func:`tutorial_lib.studies.cascade_toy.cascade_toy_view`, ...) that tests call directly; the
+ipywidgets layer only wires controls."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Dict, Optional, Sequence
@@ -14,8 +16,10 @@ from ..attacks import FGSM, PGD, Attack
 if TYPE_CHECKING:  # only for the annotation; ipywidgets is imported when a widget is built
     import ipywidgets
 
+    from ..studies.cascade_toy import ToyCascade
+
 __all__ = ["ATTACKS", "make_attack", "attack_example", "draw_attack_example", "attack_explorer",
-           "draw_evaluation", "evaluation_explorer"]
+           "draw_evaluation", "evaluation_explorer", "cascade_explorer"]
 
 ATTACKS = ("FGSM", "PGD-40", "PGD-40 targeted (next class)", "PGD-40 l2")
 
@@ -176,3 +180,48 @@ def evaluation_explorer(models: Dict[str, nn.Module], x: torch.Tensor, y: torch.
         w.observe(update, names="value")
     update()
     return W.VBox([W.HBox([model_w, attack_w]), W.HBox([eps_w, index_w]), out])
+
+
+_FALLBACKS = {"last": -1, "first": 0}
+
+
+def cascade_explorer(toy: ToyCascade, eps_max: float = 0.2, fixed_eps: bool = False,
+                     resolution: int = 101) -> ipywidgets.VBox:
+    """ipywidgets explorer of notebook 08's 2-D toy cascade: sliders for the point (x1, x2) and
+    eps (``fixed_eps``: no eps slider, ``toy.eps`` throughout), a toggle for the fallback stage
+    (last, as in the paper, or first). Every change calls
+    :func:`tutorial_lib.studies.cascade_toy.cascade_toy_view` and draws it with
+    :func:`tutorial_lib.viz.cascade_plots.draw_cascade_view` over the region map
+    (:func:`~tutorial_lib.studies.cascade_toy.cascade_grid`, computed once per eps and fallback)."""
+    import ipywidgets as W
+    from IPython.display import display
+
+    from ..studies import cascade_toy as CT
+    from .cascade_plots import draw_cascade_view
+
+    x1_w = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.01, description="x1", continuous_update=False)
+    x2_w = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.01, description="x2", continuous_update=False)
+    eps_w = W.FloatSlider(value=toy.eps, min=0.01, max=max(eps_max, toy.eps), step=0.01, description="eps (linf)",
+                          continuous_update=False, readout_format=".2f")
+    fallback_w = W.ToggleButtons(options=list(_FALLBACKS), value="last", description="fallback")
+    out = W.Output()
+    grids: Dict[tuple, object] = {}
+
+    def update(*_):
+        eps = toy.eps if fixed_eps else eps_w.value
+        fallback = _FALLBACKS[fallback_w.value]
+        key = (round(eps, 6), fallback)
+        if key not in grids:
+            grids[key] = CT.cascade_grid(toy, resolution, eps, fallback)
+        view = CT.cascade_toy_view(toy, (x1_w.value, x2_w.value), eps, fallback)
+        with out:
+            out.clear_output(wait=True)
+            fig = draw_cascade_view(grids[key], view)
+            display(fig)
+            plt.close(fig)
+
+    controls = [x1_w, x2_w, fallback_w] + ([] if fixed_eps else [eps_w])
+    for w in controls:
+        w.observe(update, names="value")
+    update()
+    return W.VBox([W.HBox([x1_w, x2_w]), W.HBox(controls[2:]), out])
