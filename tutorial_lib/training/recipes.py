@@ -648,6 +648,8 @@ def run_recipe(recipe: Union[str, Path, Dict[str, Any]], full: bool = False,
     metrics = {"test_acc": round(test_acc, 4), "train_seconds": round(seconds, 1),
                "device": str(device.type), "world_size": torch.distributed.get_world_size() if distributed else 1,
                "torch": str(torch.__version__)}
+    if recipe.get("train_on"):  # a cascade stage: how many training examples the earlier stages left
+        metrics["train_examples"] = len(train)
     sha = save_checkpoint(model, path, recipe["model"], recipe.get("model_kwargs"), recipe, metrics)
     if run_dir is not None:
         record = {**metrics, "sha256": sha, "checkpoint": _CHECKPOINT, "recipe": _normalised(recipe),
