@@ -5,6 +5,7 @@
 * :mod:`.tradeoff`            notebook 03: the 2-D TRADES toy and its explorer
 * :mod:`.polytope`            notebook 04: the 2-D polytope explorer and the certification table
 * :mod:`.distillation_study`  notebook 06: why distillation looks robust (saturation, gradients)
+* :mod:`.projections`         notebook 07: random projections measured (estimate error, unsound share, step time)
 * :mod:`.cascade_toy`         notebook 08: the 2-D toy cascade (regions, unsound spots) and its explorer
 * :mod:`.cascade_eval`        notebook 08: the MNIST cascade's certificates and the cascade attack
   (``python -m tutorial_lib.studies.cascade_eval``)
