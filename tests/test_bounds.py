@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from bound_checks import attack_min
 from torch import nn
 
 from tutorial_lib.bounds import (
@@ -96,25 +97,6 @@ def box(x, eps, clip):
     return lo, hi
 
 
-def attack_min(net, x, C, lo, hi, steps=60, restarts=6, seed=0):
-    """Smallest C @ net(x') found by signed-gradient descent from random starts, (N, m)."""
-    N, m = C.shape[:2]
-    g = torch.Generator().manual_seed(seed)
-    rep = lambda t: t.repeat_interleave(m, 0)
-    lo_r, hi_r, C_r = rep(lo), rep(hi), C.reshape(N * m, -1)
-    best = torch.full((N * m,), float("inf"), dtype=DT)
-    for _ in range(restarts):
-        xa = lo_r + (hi_r - lo_r) * torch.rand(lo_r.shape, generator=g, dtype=DT)
-        for t in range(steps):
-            xa.requires_grad_(True)
-            val = (net(xa) * C_r).sum(-1)
-            best = torch.minimum(best, val.detach())
-            (grad,) = torch.autograd.grad(val.sum(), xa)
-            step = 0.25 * (1 - t / steps) + 0.01
-            xa = torch.max(torch.min(xa.detach() - step * (hi_r - lo_r) * grad.sign(), hi_r), lo_r)
-    return best.view(N, m)
-
-
 def relu_inputs(net, xs):
     """Actual inputs of every ReLU for a batch xs."""
     out, h = [], xs
@@ -143,7 +125,7 @@ def test_soundness_chain(name, eps):
     mi = milp_bounds(net, x, y, eps, clip=clip)
     C = margin_spec(y, 3).to(DT)
     lo, hi = box(x, eps, clip)
-    adv = attack_min(net, x, C, lo, hi)
+    adv = attack_min(net, C, lo, hi, restarts=6)
     exact = mi.lower
     for name_, b in (("interval", ib), ("dual", d), ("lp", lp)):
         assert (b <= exact + tol(exact)).all(), (name_, b, exact)

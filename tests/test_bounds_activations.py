@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from bound_checks import attack_min
 from torch import nn
 
 from tutorial_lib.bounds import (
@@ -216,25 +217,6 @@ def make(name, seed=0, n=2):
     with torch.no_grad():
         y = net(x).argmax(1)
     return net, x, y
-
-
-def attack_min(net, C, lo, hi, steps=60, restarts=4, seed=0):
-    """Smallest C @ net(x') over the box found by signed-gradient descent, (N, m)."""
-    N, m = C.shape[:2]
-    g = torch.Generator().manual_seed(seed)
-    rep = lambda t: t.repeat_interleave(m, 0)
-    lo_r, hi_r, C_r = rep(lo), rep(hi), C.reshape(N * m, -1)
-    best = torch.full((N * m,), float("inf"), dtype=DT)
-    for _ in range(restarts):
-        xa = lo_r + (hi_r - lo_r) * torch.rand(lo_r.shape, generator=g, dtype=DT)
-        for t in range(steps):
-            xa.requires_grad_(True)
-            val = (net(xa) * C_r).sum(-1)
-            best = torch.minimum(best, val.detach())
-            (grad,) = torch.autograd.grad(val.sum(), xa)
-            step = 0.25 * (1 - t / steps) + 0.01
-            xa = torch.max(torch.min(xa.detach() - step * (hi_r - lo_r) * grad.sign(), hi_r), lo_r)
-    return best.view(N, m)
 
 
 def sample_min(net, C, lo, hi, n=4000, seed=0):

@@ -6,6 +6,7 @@ on mnist_residual, and the guards. Float64 tiny networks unless said otherwise."
 import pytest
 import torch
 import torch.nn.functional as F
+from bound_checks import attack_min
 from torch import nn
 
 from tutorial_lib.attacks import PGD
@@ -33,6 +34,11 @@ from tutorial_lib.models import DenseSkip, Residual, mnist_residual
 DT = torch.float64
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def row_attack(net, x, y, lo, hi):
+    """The attack's smallest margin z_y - z_j of every row, (N, K-1), over the box [lo, hi]."""
+    return attack_min(net, margin_spec(y, 3).to(DT), lo, hi, steps=50, restarts=3)
 
 
 def _init(net, seed):
@@ -101,27 +107,6 @@ def spec_values(net, xs, y):
     with torch.no_grad():
         logits = net(xs.reshape(N * k, *xs.shape[2:])).view(N, k, -1)
     return torch.einsum("nmk,nsk->nsm", margin_spec(y, logits.shape[-1]).to(DT), logits)
-
-
-def row_attack(net, x, y, lo, hi, steps=50, restarts=3, seed=0):
-    """Smallest margin of every row found by signed-gradient descent on that row over the box
-    [lo, hi] from random starts, (N, K-1): an upper bound on each row's minimum."""
-    C = margin_spec(y, 3).to(DT)
-    N, m = C.shape[:2]
-    rep = lambda t: t.repeat_interleave(m, 0)
-    lo_r, hi_r, C_r = rep(lo), rep(hi), C.reshape(N * m, -1)
-    g = torch.Generator().manual_seed(seed)
-    best = torch.full((N * m,), float("inf"), dtype=DT)
-    for _ in range(restarts):
-        xa = lo_r + (hi_r - lo_r) * torch.rand(lo_r.shape, generator=g, dtype=DT)
-        for t in range(steps):
-            xa.requires_grad_(True)
-            val = (net(xa) * C_r).sum(-1)
-            best = torch.minimum(best, val.detach())
-            (grad,) = torch.autograd.grad(val.sum(), xa)
-            step = 0.25 * (1 - t / steps) + 0.01
-            xa = torch.max(torch.min(xa.detach() - step * (hi_r - lo_r) * grad.sign(), hi_r), lo_r)
-    return best.view(N, m)
 
 
 def box_samples(x, lo, hi, k=600, seed=0):
