@@ -1,12 +1,23 @@
 """Benchmark: the exact dual bound of tutorial_lib.bounds vs convex_adversarial 0.4.4.
 
-MNIST small CNN (Wong & Kolter 2017) with seeded random weights, random inputs in [0, 1],
-eps = 0.1 intersected with the pixel box (convex_adversarial's bounded_input=True), margins
-z_y - z_j. For each batch size, with and without gradients (robust loss + backward), prints
-seconds per batch (median of --reps after a warm-up), peak memory (CPU: peak RSS growth of a
-fresh process; CUDA: peak allocated), the speed ratio and the max difference of the bounds.
+MNIST small CNN (Wong & Kolter 2017), eps = 0.1 intersected with the pixel box
+(convex_adversarial's bounded_input=True), margins z_y - z_j, in two weight settings
+(``--weights``):
 
-    python benchmarks/dual_bounds.py [--batches 8,32,128] [--reps 3] [--device cpu]
+* ``random``: seeded random weights, random inputs in [0, 1] and random labels (many unstable
+  ReLUs: the worst case for both libraries);
+* ``trained``: the shipped checkpoint ``mnist_small_robust`` (robustly trained at eps 0.1) on
+  the first MNIST test images and their labels (few unstable ReLUs, which convex_adversarial
+  exploits: it pushes only the unstable neurons forward).
+
+For each setting, batch size and with and without gradients (robust loss + backward), prints
+seconds per batch (median of --reps after a warm-up; with --rounds R > 1 the two libraries run
+alternately R times and the median over rounds is kept, so that load from other processes hits
+both alike), peak memory (CPU: peak RSS growth of a fresh process; CUDA: peak allocated), the
+speed ratio and the max difference of the bounds.
+
+    python benchmarks/dual_bounds.py [--weights random,trained] [--batches 8,32,128] [--reps 3]
+                                     [--rounds 1] [--threads 1] [--device cpu]
 
 Needs ``pip install --no-deps convex-adversarial==0.4.4`` (and numpy) in the environment.
 Every configuration runs in its own subprocess so peak memory is measured separately.
@@ -32,17 +43,36 @@ def _rss_kb() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
-def child(impl: str, batch: int, grad: bool, reps: int, device: str, out: str) -> None:
+WEIGHTS = ("random", "trained")
+TRAINED = "mnist_small_robust"
+
+
+def _problem(weights: str, batch: int, device: str):
+    """(net, x (batch, 1, 28, 28), y (batch,)) of one weight setting (see the module doc)."""
+    import torch
+
+    if weights == "random":
+        from tutorial_lib.models import mnist_small
+        torch.manual_seed(0)
+        net = mnist_small()
+        x = torch.rand(batch, 1, 28, 28)
+        y = torch.randint(0, 10, (batch,))
+    elif weights == "trained":
+        from tutorial_lib import data
+        from tutorial_lib.checkpoints import load_checkpoint
+        net = load_checkpoint(TRAINED)[0]
+        x, y = data.test_subset("mnist", batch)
+    else:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    return net.to(device), x.to(device), y.to(device)
+
+
+def child(impl: str, weights: str, batch: int, grad: bool, reps: int, device: str, out: str) -> None:
     sys.path.insert(0, ROOT)
     import torch
     import torch.nn.functional as F
 
-    from tutorial_lib.models import mnist_small
-
-    torch.manual_seed(0)
-    net = mnist_small().to(device)
-    x = torch.rand(batch, 1, 28, 28, device=device)
-    y = torch.randint(0, 10, (batch,), device=device)
+    net, x, y = _problem(weights, batch, device)
     K = 10
     keep = torch.ones(batch, K, dtype=torch.bool, device=device)
     keep[torch.arange(batch, device=device), y] = False
@@ -96,67 +126,101 @@ def child(impl: str, batch: int, grad: bool, reps: int, device: str, out: str) -
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", default="random,trained",
+                    help=f"comma-separated weight settings, of {', '.join(WEIGHTS)}")
     ap.add_argument("--batches", default="8,32,128")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run ours and convex_adversarial alternately this many times (median kept)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per configuration")
     ap.add_argument("--lp-examples", type=int, default=5,
                     help="also time interval / dual / LP / MILP per example on a small MLP (0: skip)")
-    ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.threads:
         import torch
         torch.set_num_threads(a.threads)
     if a.child:
-        impl, batch, grad, device, out = a.child
-        child(impl, int(batch), grad == "1", a.reps, device, out)
+        impl, weights, batch, grad, device, out = a.child
+        child(impl, weights, int(batch), grad == "1", a.reps, device, out)
         return
     if a.batches == "none":
         lp_table(a.lp_examples)
         return
+    settings = [w.strip() for w in a.weights.split(",") if w.strip()]
+    bad = [w for w in settings if w not in WEIGHTS]
+    if bad or not settings:
+        ap.error(f"--weights: expected a comma-separated subset of {', '.join(WEIGHTS)}, got {a.weights!r}")
+    if a.rounds < 1:
+        ap.error(f"--rounds must be >= 1, got {a.rounds}")
 
     import torch
     tmp = tempfile.mkdtemp(prefix="dual_bench_")
     print(f"MNIST small CNN, eps={EPS}, device={a.device}, torch {torch.__version__}, "
-          f"threads={a.threads or torch.get_num_threads()}")
-    hdr = (f"{'batch':>5} {'grad':>5} | {'ours s':>8} {'ours MiB':>9} | {'c_a s':>8} "
+          f"threads={a.threads or torch.get_num_threads()}, rounds={a.rounds}; "
+          f"trained = {TRAINED} on MNIST test images")
+    hdr = (f"{'weights':>7} {'batch':>5} {'grad':>5} | {'ours s':>8} {'ours MiB':>9} | {'c_a s':>8} "
            f"{'c_a MiB':>9} | {'speedup':>7} {'mem ratio':>9} | {'max |diff|':>10}")
     print(hdr)
     print("-" * len(hdr))
-    for batch in [int(b) for b in a.batches.split(",")]:
-        for grad in (False, True):
-            res = {}
-            for impl in ("ours", "ca"):
-                out = os.path.join(tmp, f"{impl}_{batch}_{int(grad)}.json")
-                cmd = [sys.executable, os.path.abspath(__file__), "--reps", str(a.reps),
-                       "--threads", str(a.threads),
-                       "--child", impl, str(batch), str(int(grad)), a.device, out]
-                try:
-                    p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout)
-                    ok = p.returncode == 0
-                except subprocess.TimeoutExpired:
-                    ok, p = False, None
-                if ok:
-                    with open(out) as f:
-                        res[impl] = json.load(f)
-                    res[impl]["J"] = torch.load(out + ".pt")
-                else:
-                    why = "timeout" if p is None else (p.stderr.strip().splitlines() or ["?"])[-1]
-                    res[impl] = None
-                    print(f"  [{impl} batch {batch} grad {grad} failed: {why[:120]}]")
-            o, c = res["ours"], res["ca"]
-            f = lambda r, k, s: "-" if r is None else s.format(r[k] if k != "peak_bytes"
-                                                               else r[k] / 2 ** 20)
-            speed = f"{c['seconds'] / o['seconds']:.2f}x" if o and c else "-"
-            mem = f"{o['peak_bytes'] / max(c['peak_bytes'], 1):.2f}" if o and c else "-"
-            diff = f"{(o['J'] - c['J']).abs().max().item():.2e}" if o and c else "-"
-            print(f"{batch:>5} {str(grad):>5} | {f(o, 'seconds', '{:.3f}'):>8} "
-                  f"{f(o, 'peak_bytes', '{:.0f}'):>9} | {f(c, 'seconds', '{:.3f}'):>8} "
-                  f"{f(c, 'peak_bytes', '{:.0f}'):>9} | {speed:>7} {mem:>9} | {diff:>10}",
-                  flush=True)
+    for weights in settings:
+        for batch in [int(b) for b in a.batches.split(",")]:
+            for grad in (False, True):
+                res = _compare(a, tmp, weights, batch, grad)
+                o, c = res["ours"], res["ca"]
+                f = lambda r, k, s: "-" if r is None else s.format(r[k] if k != "peak_bytes"
+                                                                   else r[k] / 2 ** 20)
+                speed = f"{c['seconds'] / o['seconds']:.2f}x" if o and c else "-"
+                mem = f"{o['peak_bytes'] / max(c['peak_bytes'], 1):.2f}" if o and c else "-"
+                diff = f"{(o['J'] - c['J']).abs().max().item():.2e}" if o and c else "-"
+                print(f"{weights:>7} {batch:>5} {str(grad):>5} | {f(o, 'seconds', '{:.3f}'):>8} "
+                      f"{f(o, 'peak_bytes', '{:.0f}'):>9} | {f(c, 'seconds', '{:.3f}'):>8} "
+                      f"{f(c, 'peak_bytes', '{:.0f}'):>9} | {speed:>7} {mem:>9} | {diff:>10}",
+                      flush=True)
     if a.lp_examples:
         lp_table(a.lp_examples)
+
+
+def _compare(a: argparse.Namespace, tmp: str, weights: str, batch: int, grad: bool) -> dict:
+    """Run both libraries on one configuration, alternately ``a.rounds`` times, each run in a
+    fresh process. Returns {impl: None (failed) or {seconds (median over rounds), peak_bytes
+    (of the first round), J (the bounds, (batch, 9))}}."""
+    import torch
+
+    runs = {"ours": [], "ca": []}
+    failed = set()
+    for r in range(a.rounds):
+        for impl in ("ours", "ca"):
+            if impl in failed:
+                continue
+            out = os.path.join(tmp, f"{impl}_{weights}_{batch}_{int(grad)}_{r}.json")
+            cmd = [sys.executable, os.path.abspath(__file__), "--reps", str(a.reps),
+                   "--threads", str(a.threads),
+                   "--child", impl, weights, str(batch), str(int(grad)), a.device, out]
+            try:
+                p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout)
+                ok = p.returncode == 0
+            except subprocess.TimeoutExpired:
+                ok, p = False, None
+            if ok:
+                with open(out) as f:
+                    run = json.load(f)
+                run["J"] = torch.load(out + ".pt")
+                runs[impl].append(run)
+            else:
+                why = "timeout" if p is None else (p.stderr.strip().splitlines() or ["?"])[-1]
+                failed.add(impl)
+                print(f"  [{impl} {weights} batch {batch} grad {grad} failed: {why[:120]}]")
+    res = {}
+    for impl, rs in runs.items():
+        if impl in failed or not rs:
+            res[impl] = None
+            continue
+        res[impl] = {"seconds": statistics.median(r["seconds"] for r in rs),
+                     "peak_bytes": rs[0]["peak_bytes"], "J": rs[0]["J"]}
+    return res
 
 
 def lp_table(n: int) -> None:

@@ -8,7 +8,9 @@ gives two lines per neuron (:meth:`DualActivation.relax`)::
 for every z in [l, u]. Everything else is written once, from those lines, in this base class:
 
 * the dual network's pull-back :meth:`DualActivation.backward` (a lower bound on nu . act(z)
-  uses the lower line where nu >= 0 and the upper line where nu < 0);
+  uses the lower line where nu >= 0 and the upper line where nu < 0; its constant terms come
+  from :meth:`DualActivation._intercept_dots`, which the ReLU sums over its unstable neurons
+  only when they are few);
 * the forward pass of the random-projection estimate (:meth:`DualActivation.linear` and the
   intercepts), the receptive-field fast path (``patches``);
 * interval bounds (:meth:`DualActivation.interval`, monotone activations by default);
@@ -174,7 +176,7 @@ class DualActivation(DualLayer):
         if alpha is None and self.parallel:
             # nu+ . b_lo + nu- . b_up = (nu . (b_lo + b_up) - |nu| . (b_up - b_lo)) / 2 and the
             # mirror image for the upper bound: two batched dot products
-            s, a = _wdot(nu, self.intercept_sum), _wdot(nu.abs(), self.intercept_diff)
+            s, a = self._intercept_dots(nu)
             return self.lower_slope.unsqueeze(1) * nu, (s - a) / 2, ((s + a) / 2 if upper else None)
         if alpha is None:
             slope = self.lower_slope.unsqueeze(1)
@@ -192,6 +194,10 @@ class DualActivation(DualLayer):
         up = self.upper_slope.unsqueeze(1)
         # tight neurons: one line, nu' = slope nu (also its derivative in nu at nu = 0)
         return torch.where(self.tight.unsqueeze(1), up * nu, slope * pos + up * neg), c_lo, None
+
+    def _intercept_dots(self, nu: Tensor) -> Tuple[Tensor, Tensor]:
+        """(nu . intercept_sum, |nu| . intercept_diff), each (N, m), for nu (B, m, *s)."""
+        return _wdot(nu, self.intercept_sum), _wdot(nu.abs(), self.intercept_diff)
 
     # LP / MILP --------------------------------------------------------------------------
     def lp_constraints(self, a, z_of: ZOf, l: np.ndarray, u: np.ndarray) -> List:
@@ -243,11 +249,39 @@ class DualReLU(DualActivation):
         return d, torch.zeros_like(l), d, w
 
     def set_bounds(self, l: Tensor, u: Tensor) -> None:
-        """As :meth:`DualActivation.set_bounds`; also ``active``/``unstable`` masks (N, *s)."""
+        """As :meth:`DualActivation.set_bounds`; also ``active``/``unstable`` masks (N, *s).
+
+        When at most half of each example's neurons are unstable, also ``unstable_idx``
+        (N, U): the flat indices of each example's unstable neurons, padded with stable ones to
+        the largest count U, and ``unstable_w`` (N, U) the upper-line offsets w there (0 on the
+        padding); otherwise both are None. The intercepts vanish on stable neurons, so the
+        constant terms of the pull-back need only these entries (trained networks have few
+        unstable neurons)."""
         self.active = l >= 0
         self.unstable = (l < 0) & (u > 0)
         self.tight = ~self.unstable  # stable neurons: a = z or a = 0
         super().set_bounds(l, u)
+        flat = self.unstable.flatten(1)
+        count = int(flat.sum(1).max()) if flat.numel() else 0
+        self.unstable_idx = self.unstable_w = None
+        if 2 * count <= flat.shape[1]:
+            # a stable sort puts each example's unstable neurons first, in index order
+            order = torch.sort(flat.to(torch.uint8), dim=1, descending=True, stable=True).indices
+            self.unstable_idx = order[:, :count]
+            self.unstable_w = self.w.flatten(1).gather(1, self.unstable_idx)
+
+    def _intercept_dots(self, nu: Tensor) -> Tuple[Tensor, Tensor]:
+        """As :meth:`DualActivation._intercept_dots` (intercept_sum = intercept_diff = w, zero on
+        stable neurons), on the unstable entries only when ``unstable_idx`` is set."""
+        if self.unstable_idx is None:
+            return super()._intercept_dots(nu)
+        idx, w = self.unstable_idx, self.unstable_w.unsqueeze(-1)  # (N, U), (N, U, 1)
+        flat = nu.flatten(2)
+        if flat.shape[0] == 1:  # shared rows: (m, N, U) -> (N, m, U)
+            picked = flat[0][:, idx].transpose(0, 1)
+        else:
+            picked = flat.gather(2, idx.unsqueeze(1).expand(-1, flat.shape[1], -1))
+        return picked.matmul(w).squeeze(-1), picked.abs().matmul(w).squeeze(-1)
 
     def _tight(self, l: Tensor, u: Tensor) -> Tensor:
         return self.tight

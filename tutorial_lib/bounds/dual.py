@@ -27,6 +27,11 @@ every input the coefficient nu, a concatenation each input its slice of nu, and 
 several nodes (a block's input) gets the sum of their pulled-back coefficients before it is
 pulled back itself. A plain Sequential is the chain, where this is the pass above.
 
+Fast paths (the same numbers as the plain pass, up to rounding; tests/test_bounds_fast_path.py):
+conv neurons are bounded on their receptive fields (``patches``), and a ReLU's constant terms
+are summed over its unstable neurons only (``DualReLU.unstable_idx``): trained networks have few
+(convex_adversarial exploits the same by pushing only those neurons forward).
+
 Random projections (Wong et al. 2018) need the forward direction (the l1 terms are estimated
 by pushing k Cauchy vectors from each source forward; for the l2 ball the input term's l2 norm
 by k Gaussian vectors); :func:`estimated_dual_bounds` does that and is for training only: its
@@ -49,7 +54,10 @@ from .spec import Ball, BoundResult, Eps, PreBounds, Problem, check_norm, check_
 
 __all__ = ["dual_bounds", "optimized_dual_bounds", "estimated_dual_bounds"]
 
-_ELEMENT_BUDGET = 2 ** 27  # entries of one (N, rows, *layer) tensor when max_rows is None
+#: entries of one (N, rows, *layer) tensor when max_rows is None: a memory cap on accelerators;
+#: on CPU chunks of a few MB are also faster (measured: 1.3-1.7x on the MNIST CNN, batch 32-128)
+_ELEMENT_BUDGET = 2 ** 27
+_CPU_ELEMENT_BUDGET = 2 ** 21
 
 
 def _input_term(nu0: Tensor, lo: Tensor, hi: Tensor) -> Tuple[Tensor, Tensor]:
@@ -117,8 +125,9 @@ def _value_bounds(P: Problem, v: int, max_rows: Optional[int]) -> Tuple[Tensor, 
     shape = P.layers[v - 1].out_shape
     n, N = _numel(shape), P.x.shape[0]
     eye = torch.eye(n, dtype=P.x.dtype, device=P.x.device)
-    if max_rows is None:  # cap the largest coefficient tensor at about _ELEMENT_BUDGET entries
-        max_rows = max(1, _ELEMENT_BUDGET // (N * _widest(P.layers[:v])))
+    if max_rows is None:  # cap the largest coefficient tensor at about the budget's entries
+        budget = _CPU_ELEMENT_BUDGET if P.x.device.type == "cpu" else _ELEMENT_BUDGET
+        max_rows = max(1, budget // (N * _widest(P.layers[:v])))
     step = min(n, max_rows)
     lows, ups = [], []
     for a in range(0, n, step):
@@ -230,7 +239,8 @@ def dual_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
     use instead of computing them.
     intersect_ibp: intersect each layer's bounds with interval bounds (tighter, not the paper).
     max_rows: neurons per backward pass for intermediate bounds; None picks it so that one
-    (N, rows, *layer) tensor has at most 2**27 entries (memory cap, same result).
+    (N, rows, *layer) tensor has at most 2**27 entries (2**21 on CPU, where it is also faster;
+    a memory cap, same result).
     Residual and dense-skip blocks (tutorial_lib.models.Residual, DenseSkip) are walked as
     graphs (see the module doc); pre_bounds are then in the order of the activations' nodes
     (a block's body, then its shortcut), as in the returned ``pre_bounds``.

@@ -115,7 +115,9 @@ class _FoldTranspose(torch.autograd.Function):
     @staticmethod
     def forward(ctx, nu, W, size, stride, padding, dilation):
         R, C, H, Wd = nu.shape
-        cols = W.reshape(C, -1).t().matmul(nu.reshape(R, C, H * Wd))
+        # a batched product with the expanded weights: torch.matmul would fold it into one mm
+        # and copy nu (and the result) to transpose them
+        cols = torch.bmm(W.reshape(C, -1).t().expand(R, -1, -1), nu.reshape(R, C, H * Wd))
         ctx.save_for_backward(nu, W)
         ctx.conf = (stride, padding, dilation)
         return F.fold(cols, size, W.shape[2:], dilation, padding, stride)
@@ -189,6 +191,10 @@ class DualConv2d(DualAffine):
             out = _FoldTranspose.apply(_rows(nu), self.W, self.in_shape[1:], self.stride,
                                        (self.pads[2], self.pads[0]), self.dilation)
             return out.reshape(*lead, *self.in_shape)
+        if self.symmetric:  # conv_transpose2d drops the padding itself (no sliced copy)
+            t = F.conv_transpose2d(_rows(nu), self.W, None, self.stride, (self.pads[2], self.pads[0]),
+                                   self.out_pad, self.groups, self.dilation)
+            return t.view(*lead, *self.in_shape)
         t = F.conv_transpose2d(_rows(nu), self.W, None, self.stride, 0, self.out_pad,
                                self.groups, self.dilation)
         _, _, H, W = t.shape

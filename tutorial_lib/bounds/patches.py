@@ -6,7 +6,10 @@ activations, e_k stays zero outside neuron k's receptive field: for the second c
 small CNN,
 a 16 x 4 x 4 patch of the first ReLU and a 10 x 10 patch of the image, out of 3136 and 784
 entries. This module carries only those windows: the same numbers as the dense pass (same
-operations on the non-zero entries) for roughly a tenth of the work. It applies while the layers
+operations on the non-zero entries, up to rounding) for roughly a tenth of the work. Pulling a
+window back through a conv is one matrix product with the conv's transpose restricted to the
+window (a dense (C*h*w, C'*h'*w') matrix built once per call): on CPU, conv_transpose2d over
+thousands of tiny windows runs at a small fraction of the machine's speed. It applies while the layers
 below the conv strictly alternate Conv2d (groups 1, no dilation) and an activation whose
 relaxation has parallel lines (``DualActivation.parallel``, e.g. ReLU) from the input on;
 otherwise :func:`applies` is False and the dense pass is used. The activations enter only
@@ -14,11 +17,13 @@ through their relaxation (slopes and intercepts), as in ``DualActivation.backwar
 
 Window bookkeeping: the windows of all output positions (oy, ox) of the starting conv have the
 same size (h, w) in the coordinates of the current layer and start at (oy * Sy + Oy, ox * Sx + Ox).
-A coefficient tensor has shape (B, Co, Ho * Wo, C, h, w), B = 1 or N.
+A coefficient tensor has shape (B, Ho * Wo, Co, C * h * w), B = 1 or N: one flattened window per
+output position and channel.
 
 For an l2/l1 ball (``ball``) the input term is nu . x0 - eps ||nu||_* over the window: nu is
 zero outside it, and its entries in the padding (outside the image) are masked out, so the
 dual norm is that of the dense pass.
+
 """
 from __future__ import annotations
 
@@ -58,8 +63,8 @@ def applies(layers: Sequence[DualLayer], i: int) -> bool:
 
 
 def _windows(t: Tensor, geom, Ho: int, Wo: int) -> Tensor:
-    """t (N, C, H, W) -> (N, 1, Ho*Wo, C, h, w): the window of every output position, zero
-    outside the map (padding)."""
+    """t (N, C, H, W) -> (N, Ho*Wo, C*h*w), contiguous: the window of every output position,
+    flattened in (C, h, w) order, zero outside the map (padding)."""
     (h, Sy, Oy), (w, Sx, Ox) = geom
     N, C, H, W = t.shape
     pt, pb = max(0, -Oy), max(0, Oy + (Ho - 1) * Sy + h - H)
@@ -68,57 +73,94 @@ def _windows(t: Tensor, geom, Ho: int, Wo: int) -> Tensor:
     y0, x0 = Oy + pt, Ox + pl
     tp = tp[:, :, y0:y0 + (Ho - 1) * Sy + h, x0:x0 + (Wo - 1) * Sx + w]
     U = F.unfold(tp, (h, w), stride=(Sy, Sx))  # (N, C*h*w, Ho*Wo)
-    return U.view(N, C, h, w, Ho * Wo).permute(0, 4, 1, 2, 3).unsqueeze(1)
+    return U.transpose(1, 2).contiguous()
 
 
-def _sum3(a: Tensor) -> Tensor:
-    return a.sum(dim=(-3, -2, -1))
+#: the dense window matrix is used while the output window has at most this many times the
+#: kernel's entries (its share of non-zeros is about 1 / this ratio): a matrix product runs
+#: many times faster than conv_transpose2d over tiny windows on CPU, but not without bound
+_DENSE_WINDOW_RATIO = 8
+
+
+def _window_transpose(layer: DualConv2d, C: int, h: int, w: int) -> Tensor:
+    """The conv's transpose restricted to a (C, h, w) window of its output, as a dense matrix
+    (C*h*w, C'*h'*w'), h' = (h - 1) * stride + kh: row k is the image of the k-th unit window.
+
+    One matrix product with it replaces a conv_transpose2d over thousands of tiny windows (on CPU
+    that call runs at a small fraction of the machine's speed); it depends only on the weights
+    and the window size, so it is built once per layer and chunk (C*h*w unit windows)."""
+    eye = torch.eye(C * h * w, dtype=layer.W.dtype, device=layer.W.device).view(-1, C, h, w)
+    return F.conv_transpose2d(eye, layer.W, stride=layer.stride).flatten(1)
+
+
+def _matvec(nu: Tensor, M: Tensor) -> Tensor:
+    """nu (..., K) @ M (K, K') or (K,) as one matrix product (torch.matmul would expand M over
+    the leading dims and copy nu)."""
+    out = nu.reshape(-1, nu.shape[-1]).matmul(M)
+    return out.view(*nu.shape[:-1], *M.shape[1:])
+
+
+def _rowdot(nu: Tensor, win: Tensor) -> Tensor:
+    """nu (N, P, co, K) . win (N, P, K) over K -> (N, P, co), without forming nu * win."""
+    return nu.matmul(win.unsqueeze(-1)).squeeze(-1)
 
 
 def _chunk_bounds(layers: Sequence[DualLayer], i: int, co: slice, lo: Tensor, hi: Tensor,
                   ball: Optional[Ball] = None) -> Tuple[Tensor, Tensor]:
-    """Bounds of the output channels ``co`` of conv layers[i-1], each (N, co, Ho*Wo)."""
+    """Bounds of the output channels ``co`` of conv layers[i-1], each (N, co, Ho*Wo).
+
+    The coefficients are held as (B, Ho*Wo, co, C*h*w): one flattened window per output position
+    and channel (B = 1 while they are the conv's weights, shared by all positions and examples);
+    every sum over a window is a batched matrix product with the windows of the other factor."""
     conv = layers[i - 1]
     Co_all, Ho, Wo = conv.out_shape
     W = conv.W[co]
-    kh, kw = W.shape[-2:]
+    n_co = W.shape[0]
+    C, h, w = W.shape[1:]
     pl, _, pt, _ = conv.pads
     # window of each output position in the conv's input: size k, start o * s - pad
-    geom = [(kh, conv.stride[0], -pt), (kw, conv.stride[1], -pl)]
-    nu = W.unsqueeze(0).unsqueeze(2)  # (1, co, 1, Ci, kh, kw): the same patch at every position
-    c_lo = c_up = (conv.b[co].view(1, -1, 1) if conv.b is not None else 0)
+    geom = [(h, conv.stride[0], -pt), (w, conv.stride[1], -pl)]
+    nu = W.reshape(1, 1, n_co, -1)  # the same patch at every position
+    c_lo = c_up = (conv.b[co].view(1, 1, -1) if conv.b is not None else 0)
     for j in range(i - 2, -1, -1):
         layer = layers[j]
         if isinstance(layer, DualActivation):  # parallel lines: as DualActivation.backward
-            d = _windows(layer.lower_slope, geom, Ho, Wo)
             ws = _windows(layer.intercept_sum, geom, Ho, Wo)
             wd = ws if layer.intercept_diff is layer.intercept_sum else \
                 _windows(layer.intercept_diff, geom, Ho, Wo)
-            s, a = _sum3(nu * ws), _sum3(nu.abs() * wd)
+            if nu.shape[0] == 1:  # shared weights: one matrix product per term (an im2col conv)
+                nu2 = nu[0, 0]
+                s, a = ws.matmul(nu2.t()), wd.matmul(nu2.abs().t())
+            else:
+                s, a = _rowdot(nu, ws), _rowdot(nu.abs(), wd)
             c_lo, c_up = c_lo + (s - a) / 2, c_up + (s + a) / 2
-            nu = nu * d  # zero outside the map: padding entries vanish here
+            # zero outside the map: padding entries vanish here
+            nu = nu * _windows(layer.lower_slope, geom, Ho, Wo).unsqueeze(2)
         else:  # a plain conv, after an activation: entries in its padding are already zero
             if layer.b is not None:
-                bias = _sum3(nu * layer.b.view(-1, 1, 1))
+                bias = _matvec(nu, layer.b.repeat_interleave(h * w))
                 c_lo, c_up = c_lo + bias, c_up + bias
-            B, co_n, P, C, h, w = nu.shape
-            nu = F.conv_transpose2d(nu.reshape(-1, C, h, w), layer.W, stride=layer.stride)
-            nu = nu.view(B, co_n, P, *nu.shape[1:])
             lp, _, tp, _ = layer.pads
-            (h, Sy, Oy), (w, Sx, Ox) = geom
-            geom = [((h - 1) * layer.stride[0] + layer.W.shape[2], Sy * layer.stride[0], Oy * layer.stride[0] - tp),
-                    ((w - 1) * layer.stride[1] + layer.W.shape[3], Sx * layer.stride[1], Ox * layer.stride[1] - lp)]
+            (h0, Sy, Oy), (w0, Sx, Ox) = geom
+            h, w = (h0 - 1) * layer.stride[0] + layer.W.shape[2], (w0 - 1) * layer.stride[1] + layer.W.shape[3]
+            if h * w <= _DENSE_WINDOW_RATIO * layer.W.shape[2] * layer.W.shape[3]:
+                nu = _matvec(nu, _window_transpose(layer, C, h0, w0))
+            else:  # a large window: the dense matrix would do too many products with zeros
+                lead = nu.shape[:3]
+                nu = F.conv_transpose2d(nu.reshape(-1, C, h0, w0), layer.W, stride=layer.stride).view(*lead, -1)
+            C = layer.W.shape[1]
+            geom = [(h, Sy * layer.stride[0], Oy * layer.stride[0] - tp),
+                    (w, Sx * layer.stride[1], Ox * layer.stride[1] - lp)]
     if ball is None:
-        mid = _windows((lo + hi) / 2, geom, Ho, Wo)
-        rad = _windows((hi - lo) / 2, geom, Ho, Wo)
-        lin, l1 = _sum3(nu * mid), _sum3(nu.abs() * rad)
+        lin = _rowdot(nu, _windows((lo + hi) / 2, geom, Ho, Wo))
+        l1 = _rowdot(nu.abs(), _windows((hi - lo) / 2, geom, Ho, Wo))
     else:  # nu . x0 - eps ||nu||_*, the entries of nu in the padding masked out
-        inside = _windows(torch.ones_like(ball.center[:1]), geom, Ho, Wo)
-        lin = _sum3(nu * _windows(ball.center, geom, Ho, Wo))
-        l1 = ball.radius.view(-1, 1, 1) * dual_norm((nu * inside).flatten(-3), ball.norm)
+        inside = _windows(torch.ones_like(ball.center[:1]), geom, Ho, Wo).unsqueeze(2)
+        lin = _rowdot(nu, _windows(ball.center, geom, Ho, Wo))
+        l1 = ball.radius.view(-1, 1, 1) * dual_norm(nu * inside, ball.norm)
     N = lo.shape[0]
-    lower = (c_lo + lin - l1).expand(N, -1, -1)
-    upper = (c_up + lin + l1).expand(N, -1, -1)
+    lower = (c_lo + lin - l1).expand(N, -1, -1).transpose(1, 2)
+    upper = (c_up + lin + l1).expand(N, -1, -1).transpose(1, 2)
     return lower, upper
 
 
