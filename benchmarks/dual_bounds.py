@@ -17,7 +17,12 @@ both alike), peak memory (CPU: peak RSS growth of a fresh process; CUDA: peak al
 speed ratio and the max difference of the bounds.
 
     python benchmarks/dual_bounds.py [--weights random,trained] [--batches 8,32,128] [--reps 3]
-                                     [--rounds 1] [--threads 1] [--device cpu]
+                                     [--rounds 1] [--threads 1] [--device cpu] [--proj K]
+
+``--proj K`` times robust training's bound instead: the intermediate bounds estimated with K
+Cauchy random projections (Wong et al. 2018; ours ``estimated_dual_bounds``, convex_adversarial's
+``DualNetwork(..., proj=K, norm_type='l1_median')``). The estimates are random and the two
+libraries draw different projections, so their bounds are not compared (max |diff| is "-").
 
 Needs ``pip install --no-deps convex-adversarial==0.4.4`` (and numpy) in the environment.
 Every configuration runs in its own subprocess so peak memory is measured separately.
@@ -67,7 +72,8 @@ def _problem(weights: str, batch: int, device: str):
     return net.to(device), x.to(device), y.to(device)
 
 
-def child(impl: str, weights: str, batch: int, grad: bool, reps: int, device: str, out: str) -> None:
+def child(impl: str, weights: str, batch: int, grad: bool, reps: int, device: str, out: str,
+          proj: int = 0) -> None:
     sys.path.insert(0, ROOT)
     import torch
     import torch.nn.functional as F
@@ -78,9 +84,12 @@ def child(impl: str, weights: str, batch: int, grad: bool, reps: int, device: st
     keep[torch.arange(batch, device=device), y] = False
 
     if impl == "ours":
-        from tutorial_lib.bounds import dual_bounds
+        from tutorial_lib.bounds import dual_bounds, estimated_dual_bounds
+        g = torch.Generator(device=device).manual_seed(0)
 
         def bound():
+            if proj:
+                return estimated_dual_bounds(net, x, y, EPS, proj=proj, generator=g).lower
             return dual_bounds(net, x, y, EPS).lower
     else:
         from convex_adversarial import DualNetwork
@@ -88,7 +97,8 @@ def child(impl: str, weights: str, batch: int, grad: bool, reps: int, device: st
         c = eye[y].unsqueeze(1) - eye.unsqueeze(0)
 
         def bound():
-            f = -DualNetwork(net, x, EPS, bounded_input=True)(c)  # (N, K), 0 at y
+            kw = {"proj": proj, "norm_type": "l1_median"} if proj else {}
+            f = -DualNetwork(net, x, EPS, bounded_input=True, **kw)(c)  # (N, K), 0 at y
             return -f[keep].view(batch, K - 1)
 
     def run():
@@ -137,6 +147,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per configuration")
     ap.add_argument("--lp-examples", type=int, default=5,
                     help="also time interval / dual / LP / MILP per example on a small MLP (0: skip)")
+    ap.add_argument("--proj", type=int, default=0,
+                    help="time the training bound with this many random projections (0: the exact bound)")
     ap.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.threads:
@@ -144,7 +156,7 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     if a.child:
         impl, weights, batch, grad, device, out = a.child
-        child(impl, weights, int(batch), grad == "1", a.reps, device, out)
+        child(impl, weights, int(batch), grad == "1", a.reps, device, out, proj=a.proj)
         return
     if a.batches == "none":
         lp_table(a.lp_examples)
@@ -158,7 +170,10 @@ def main() -> None:
 
     import torch
     tmp = tempfile.mkdtemp(prefix="dual_bench_")
-    print(f"MNIST small CNN, eps={EPS}, device={a.device}, torch {torch.__version__}, "
+    if a.proj < 0:
+        ap.error(f"--proj must be >= 0, got {a.proj}")
+    what = f"{a.proj} random projections (training's estimate)" if a.proj else "exact dual bound"
+    print(f"MNIST small CNN, {what}, eps={EPS}, device={a.device}, torch {torch.__version__}, "
           f"threads={a.threads or torch.get_num_threads()}, rounds={a.rounds}; "
           f"trained = {TRAINED} on MNIST test images")
     hdr = (f"{'weights':>7} {'batch':>5} {'grad':>5} | {'ours s':>8} {'ours MiB':>9} | {'c_a s':>8} "
@@ -174,7 +189,7 @@ def main() -> None:
                                                                    else r[k] / 2 ** 20)
                 speed = f"{c['seconds'] / o['seconds']:.2f}x" if o and c else "-"
                 mem = f"{o['peak_bytes'] / max(c['peak_bytes'], 1):.2f}" if o and c else "-"
-                diff = f"{(o['J'] - c['J']).abs().max().item():.2e}" if o and c else "-"
+                diff = f"{(o['J'] - c['J']).abs().max().item():.2e}" if o and c and not a.proj else "-"
                 print(f"{weights:>7} {batch:>5} {str(grad):>5} | {f(o, 'seconds', '{:.3f}'):>8} "
                       f"{f(o, 'peak_bytes', '{:.0f}'):>9} | {f(c, 'seconds', '{:.3f}'):>8} "
                       f"{f(c, 'peak_bytes', '{:.0f}'):>9} | {speed:>7} {mem:>9} | {diff:>10}",
@@ -197,7 +212,7 @@ def _compare(a: argparse.Namespace, tmp: str, weights: str, batch: int, grad: bo
                 continue
             out = os.path.join(tmp, f"{impl}_{weights}_{batch}_{int(grad)}_{r}.json")
             cmd = [sys.executable, os.path.abspath(__file__), "--reps", str(a.reps),
-                   "--threads", str(a.threads),
+                   "--threads", str(a.threads), "--proj", str(a.proj),
                    "--child", impl, weights, str(batch), str(int(grad)), a.device, out]
             try:
                 p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout)
