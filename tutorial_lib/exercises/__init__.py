@@ -10,7 +10,8 @@ One module per notebook (its ``__all__`` lists its checkers):
 
 * ``checking.py`` -- :class:`Checker`, :class:`CheckResult`: what every checker shares;
 * ``baseline.py`` (00), ``attacks.py`` (01), ``adversarial_training.py`` (02), ``trades.py`` (03),
-  ``polytope.py`` (04), ``dual_network.py`` (05), ``distillation.py`` (06), ``cascades.py`` (08),
+  ``polytope.py`` (04), ``dual_network.py`` (05), ``distillation.py`` (06), ``scaling.py`` (07),
+  ``cascades.py`` (08),
   ``evaluation.py`` (09).
 """
 from importlib import import_module
@@ -18,7 +19,7 @@ from importlib import import_module
 from .checking import Checker, CheckResult
 
 MODULES = ("baseline", "attacks", "adversarial_training", "trades", "polytope", "dual_network",
-           "distillation", "cascades", "evaluation")
+           "distillation", "scaling", "cascades", "evaluation")
 
 __all__ = ["Checker", "CheckResult", "MODULES"]
 
