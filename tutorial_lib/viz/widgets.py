@@ -1,4 +1,5 @@
-"""Notebook explorers: attacks (notebook 01), the 2-D toy cascade (08), evaluation (09). Each
+"""Notebook explorers: attacks (notebook 01), activation relaxations (07), the 2-D toy cascade (08),
+evaluation (09). Each
 widget is thin: the function a slider calls is a plain function (``attack_example``,
 :func:`tutorial_lib.studies.cascade_toy.cascade_toy_view`, ...) that tests call directly; the
 ipywidgets layer only wires controls."""
@@ -19,7 +20,7 @@ if TYPE_CHECKING:  # only for the annotation; ipywidgets is imported when a widg
     from ..studies.cascade_toy import ToyCascade
 
 __all__ = ["ATTACKS", "make_attack", "attack_example", "draw_attack_example", "attack_explorer",
-           "draw_evaluation", "evaluation_explorer", "cascade_explorer"]
+           "draw_evaluation", "evaluation_explorer", "cascade_explorer", "relaxation_explorer"]
 
 ATTACKS = ("FGSM", "PGD-40", "PGD-40 targeted (next class)", "PGD-40 l2")
 
@@ -225,3 +226,39 @@ def cascade_explorer(toy: ToyCascade, eps_max: float = 0.2, fixed_eps: bool = Fa
         w.observe(update, names="value")
     update()
     return W.VBox([W.HBox([x1_w, x2_w]), W.HBox(controls[2:]), out])
+
+
+def relaxation_explorer(activation: str = "sigmoid", lo: float = -2.0, hi: float = 3.0) -> ipywidgets.VBox:
+    """ipywidgets explorer of notebook 07's activation relaxations: a menu for the activation
+    (sigmoid, tanh, relu) and sliders for the pre-activation bounds l and u. Every change draws
+    :func:`tutorial_lib.viz.scaling_plots.draw_relaxation` (the lines come from
+    :func:`~tutorial_lib.viz.scaling_plots.relaxation_lines`, the library's relaxation); u is
+    kept >= l by moving the other slider."""
+    import ipywidgets as W
+    from IPython.display import display
+
+    from .scaling_plots import ACTIVATIONS, draw_relaxation
+
+    act_w = W.ToggleButtons(options=list(ACTIVATIONS), value=activation, description="activation")
+    lo_w = W.FloatSlider(value=lo, min=-8.0, max=8.0, step=0.1, description="l", continuous_update=False)
+    hi_w = W.FloatSlider(value=hi, min=-8.0, max=8.0, step=0.1, description="u", continuous_update=False)
+    out = W.Output()
+
+    def update(change=None):
+        if lo_w.value > hi_w.value:  # keep l <= u: move the slider that was not touched
+            if change is not None and change.get("owner") is hi_w:
+                lo_w.value = hi_w.value
+            else:
+                hi_w.value = lo_w.value
+            return  # the moved slider calls update again
+        with out:
+            out.clear_output(wait=True)
+            fig, ax = plt.subplots(figsize=(6, 3.8))
+            draw_relaxation(act_w.value, lo_w.value, hi_w.value, ax=ax)
+            display(fig)
+            plt.close(fig)
+
+    for w in (act_w, lo_w, hi_w):
+        w.observe(update, names="value")
+    update()
+    return W.VBox([act_w, W.HBox([lo_w, hi_w]), out])
