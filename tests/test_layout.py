@@ -75,7 +75,8 @@ def test_bounds_import_neither_training_nor_attacks():
 
 
 @pytest.mark.parametrize("entry", ["tutorial_lib.train", "tutorial_lib.report", "tutorial_lib.training",
-                                   "tutorial_lib.studies.capacity", "tutorial_lib.studies.madry_table"])
+                                   "tutorial_lib.studies.capacity", "tutorial_lib.studies.madry_table",
+                                   "tutorial_lib.studies.cascade_eval", "tutorial_lib.studies.scaling_eval"])
 def test_command_lines_answer_help(entry):
     out = subprocess.run([sys.executable, "-m", entry, "--help"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -338,3 +338,12 @@ def test_the_estimate_leaves_the_trained_weights_unchanged(tmp_path, shared_dir)
     with_estimate = recipes.run_recipe(recipe, root=tmp_path / "a", estimate=True, **kw)
     without = recipes.run_recipe(recipe, root=tmp_path / "b", estimate=False, **kw)
     assert _same_weights(with_estimate["path"], without["path"])
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "data" / "recipes").glob("*.json")))
+def test_every_shipped_recipe_is_valid_in_both_budgets(name):
+    from tutorial_lib.training.recipes import load_recipe, validate_recipe
+    for full in (False, True):
+        recipe = load_recipe(name, full=full)
+        validate_recipe(recipe)
+        assert recipe["name"] == name and recipe["description"]
