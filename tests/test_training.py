@@ -340,7 +340,10 @@ def test_the_estimate_leaves_the_trained_weights_unchanged(tmp_path, shared_dir)
     assert _same_weights(with_estimate["path"], without["path"])
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "data" / "recipes").glob("*.json")))
+RECIPE_FILES = sorted((Path(__file__).resolve().parents[1] / "data" / "recipes").glob("*.json"))
+
+
+@pytest.mark.parametrize("name", [p.stem for p in RECIPE_FILES])
 def test_every_shipped_recipe_is_valid_in_both_budgets(name):
     from tutorial_lib.training.recipes import load_recipe, validate_recipe
     for full in (False, True):
