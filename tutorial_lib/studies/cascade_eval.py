@@ -33,6 +33,7 @@ from ..attacks.cascade import attack_cascade
 from ..checkpoints import load_checkpoint
 from ..data import REPO_ROOT, test_subset
 from ..defenses.cascade import Cascade, certify_cascade
+from .json_output import add_json_arguments, refuse_existing_json, write_json
 
 __all__ = ["STAGES", "PAPER", "RESULTS", "load_cascade", "evaluate", "load_results", "main"]
 
@@ -135,11 +136,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--check-sound", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", help="write the results here (refused if it exists, unless --overwrite)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    add_json_arguments(p)
     args = p.parse_args(argv)
-    if args.json and Path(args.json).exists() and not args.overwrite:
-        p.exit(2, f"{p.prog}: error: {args.json} exists: nothing run (pass --overwrite to replace it)\n")
+    refuse_existing_json(p, args)
     x, y = test_subset("mnist", args.n)
     cascade = load_cascade(args.eps)
     print(f"cascade of {', '.join(STAGES)} at eps {args.eps} on {args.n} test images: about "
@@ -150,12 +149,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     out.update(eps=args.eps, stages=list(STAGES), torch=str(torch.__version__),
                command="python -m tutorial_lib.studies.cascade_eval "
                + " ".join(sys.argv[1:] if argv is None else argv))
-    text = json.dumps(out, indent=1)
+    write_json(out, args.json)
     if args.json:
-        Path(args.json).write_text(text + "\n")
         print(f"wrote {args.json}")
-    else:
-        print(text)
 
 
 if __name__ == "__main__":

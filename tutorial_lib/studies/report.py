@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from ..attacks.evaluation import robust_masks
 from ..bounds import UnsupportedLayerError, certified_error
 from ..checkpoints import CheckpointNotFoundError, ChecksumMismatchError, load_checkpoint, read_registry
 from ..data import ChecksumError, DataUnavailableError, test_subset
+from .json_output import add_json_arguments, refuse_existing_json, write_json
 
 __all__ = ["robustness_table", "ensemble_attacks", "ENSEMBLE_COLUMNS", "main"]
 
@@ -122,12 +122,9 @@ def main(argv=None) -> None:
     p.add_argument("--square-queries", type=int, default=5000, help="query budget of Square (default 5000)")
     p.add_argument("--batch-size", type=int, default=500, help="examples per attack batch (default 500)")
     p.add_argument("--cert-batch-size", type=int, default=50, help="examples per bound batch (default 50)")
-    p.add_argument("--json", default=None,
-                   help="also write the table (accuracies in [0, 1]) to this file, updated after each checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    add_json_arguments(p, "also write the table (accuracies in [0, 1]) to this file, updated after each checkpoint")
     args = p.parse_args(argv)
-    if args.json and Path(args.json).exists() and not args.overwrite:
-        p.exit(2, f"{p.prog}: error: {args.json} exists: nothing run (pass --overwrite to replace it)\n")
+    refuse_existing_json(p, args)
     pairs = [t.split("=") for t in args.transfer]
     if any(len(pr) != 2 or not all(pr) for pr in pairs):
         p.error("--transfer takes TARGET=SOURCE pairs")
@@ -149,10 +146,7 @@ def main(argv=None) -> None:
             out = {"eps": args.eps, "n": args.n, "command": cmd, "device": device,
                    "seconds": round(time.time() - start, 1), "complete": len(rows) == len(args.checkpoints),
                    "table": rows}
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(args.json).with_suffix(".tmp")
-            tmp.write_text(json.dumps(out, indent=1) + "\n")
-            tmp.replace(args.json)
+            write_json(out, args.json)
 
     try:
         table = robustness_table(args.checkpoints, args.eps, args.n, transfer=dict(pairs),

@@ -41,6 +41,7 @@ from ..bounds import dual_bounds, estimated_dual_bounds, is_certified
 from ..bounds.layers import build_layers
 from ..checkpoints import load_checkpoint
 from ..data import REPO_ROOT, test_subset
+from .json_output import add_json_arguments, refuse_existing_json, write_json
 
 __all__ = ["ROWS", "PAPER", "RESULTS", "certify", "bound_cost", "cifar_resnet_costs", "bounds_vs_sampling",
            "result_path", "load_results", "load_cifar_resnet_costs", "main"]
@@ -275,19 +276,17 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--n", type=int, default=10000, help="first n MNIST test images")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--attack-steps", type=int, default=100)
-    p.add_argument("--json", help="write the results here (refused if it exists, unless --overwrite)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    add_json_arguments(p)
     args = p.parse_args(argv)
-    if args.json and Path(args.json).exists() and not args.overwrite:
-        p.exit(2, f"{p.prog}: error: {args.json} exists: nothing run (pass --overwrite to replace it)\n")
+    refuse_existing_json(p, args)
     command = "python -m tutorial_lib.studies.scaling_eval " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.cifar_resnet_cost:
         if args.checkpoint:
             p.error("--cifar-resnet-cost takes no checkpoint")
         print("the CIFAR ResNet's exact bound on one image takes about a minute and 1-2 GB on one CPU core", flush=True)
         rows = cifar_resnet_costs()
-        _write({"eps": 2 / 255, "rows": rows, "torch": str(torch.__version__), "threads": torch.get_num_threads(),
-                "device": "cpu", "command": command}, args.json)
+        write_json({"eps": 2 / 255, "rows": rows, "torch": str(torch.__version__),
+                    "threads": torch.get_num_threads(), "device": "cpu", "command": command}, args.json)
         return
     if not args.checkpoint:
         p.error("give a checkpoint (or --cifar-resnet-cost)")
@@ -305,16 +304,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     out.update(certify(model, x, y, args.eps, norm=args.norm, batch_size=args.batch_size,
                        attack_steps=args.attack_steps))
     out.update(torch=str(torch.__version__), threads=torch.get_num_threads(), command=command)
-    _write(out, args.json)
-
-
-def _write(out: Dict[str, Any], path: Optional[str]) -> None:
-    text = json.dumps(out, indent=1)
-    if path:
-        Path(path).write_text(text + "\n")
-        print(f"wrote {path}")
-    else:
-        print(text)
+    write_json(out, args.json)
+    if args.json:
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
