@@ -103,7 +103,9 @@ def test_figures_draw():
     import matplotlib.pyplot as plt
     P.draw_relaxation("tanh", -1.0, 2.0)
     P.draw_residual_dual()
-    P.draw_certified_curves({"a": ([0.1, 0.2], [0.9, 0.5])})
+    ax = P.draw_certified_curves({"a": ([0.1, 0.2], [0.9, 0.5]), "b": ([0.1], [0.3])},
+                                 attack_curves={"a": ([0.1, 0.2], [0.95, 0.7])})
+    assert len(ax.lines) == 3 and ax.lines[0].get_color() == ax.lines[1].get_color()
     errors = {5: {"relative_error": torch.rand(50), "tighter": 0.5}, 50: {"relative_error": torch.rand(50) / 3,
                                                                           "tighter": 0.45}}
     P.draw_projection_errors(errors)

@@ -62,7 +62,7 @@ ROWS: Dict[str, tuple] = {
 PAPER: Dict[str, str] = {
     "mnist_small_robust_full": "5.8% (Wong & Kolter 2017, small CNN, exact); 3.67% (Wong et al. 2018, large CNN)",
     "mnist_small_robust": "5.8% (Wong & Kolter 2017, small CNN, exact); 3.67% (Wong et al. 2018, large CNN)",
-    "mnist_residual_robust": "no MNIST residual network in the paper; 3.1% with a cascade of large CNNs",
+    "mnist_residual_robust": "no MNIST residual network in the paper (its residual network is the CIFAR ResNet)",
     "mnist_small_robust_l2": "reported for eps 1.58; no verified copy of the number offline",
     "cifar_resnet": "46.11% at 2/255, 78.22% at 8/255 (single ResNet); 36.4% at 2/255 with a cascade",
 }
@@ -162,8 +162,9 @@ def bound_cost(model: nn.Module, x: Tensor, eps: float, proj: Optional[int] = No
     the backward pass of the robust loss's sum (a training step without the optimiser).
     Returns {"seconds": wall time, "peak_bytes": the peak memory above the level before the call
     (CUDA: torch.cuda.max_memory_allocated; CPU: the process's resident memory polled from /proc,
-    None elsewhere), "nodes": [(node type, output shape per example)] in topological order,
-    "neurons": activations' inputs in all, per example}.
+    None elsewhere; memory the process already holds and reuses is not counted, so measure in a
+    fresh process, as ``--cifar-resnet-cost`` does), "nodes": [(node type, output shape per
+    example)] in topological order, "neurons": activations' inputs in all, per example}.
     """
     y = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
     layers, _ = build_layers(model, x[:1])

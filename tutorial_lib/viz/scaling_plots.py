@@ -124,14 +124,21 @@ def draw_projection_errors(errors: Mapping[int, Mapping[str, object]], ax: Optio
 
 
 def draw_certified_curves(curves: Mapping[str, Tuple[Sequence[float], Sequence[float]]], ax: Optional[Axes] = None,
-                          xlabel: str = "radius") -> Axes:
-    """One curve per name: certified accuracy (fractions) against the radii."""
+                          xlabel: str = "radius",
+                          attack_curves: Optional[Mapping[str, Tuple[Sequence[float], Sequence[float]]]] = None,
+                          attack: str = "PGD") -> Axes:
+    """One solid curve per name: certified accuracy (fractions) against the radii; with
+    ``attack_curves`` (same names), the accuracy under an attack as a dashed curve of the same
+    colour (robust accuracy lies between the two)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.5))
     for name, (radii, acc) in curves.items():
-        ax.plot(list(radii), [100 * a for a in acc], "o-", label=name)
+        line, = ax.plot(list(radii), [100 * a for a in acc], "o-", label=f"{name}, certified")
+        if attack_curves and name in attack_curves:
+            r2, a2 = attack_curves[name]
+            ax.plot(list(r2), [100 * a for a in a2], "s--", color=line.get_color(), label=f"{name}, {attack}")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("certified accuracy (%)")
+    ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
