@@ -111,7 +111,9 @@ def _chunk_bounds(layers: Sequence[DualLayer], i: int, co: slice, lo: Tensor, hi
 
     The coefficients are held as (B, Ho*Wo, co, C*h*w): one flattened window per output position
     and channel (B = 1 while they are the conv's weights, shared by all positions and examples);
-    every sum over a window is a batched matrix product with the windows of the other factor."""
+    every sum over a window is a batched matrix product with the windows of the other factor.
+    Only (1, 1, co, K) is shared by all positions: once an activation's slopes have multiplied it
+    in, nu differs per position, also when B = 1 (a batch of one example)."""
     conv = layers[i - 1]
     Co_all, Ho, Wo = conv.out_shape
     W = conv.W[co]
@@ -128,7 +130,7 @@ def _chunk_bounds(layers: Sequence[DualLayer], i: int, co: slice, lo: Tensor, hi
             ws = _windows(layer.intercept_sum, geom, Ho, Wo)
             wd = ws if layer.intercept_diff is layer.intercept_sum else \
                 _windows(layer.intercept_diff, geom, Ho, Wo)
-            if nu.shape[0] == 1:  # shared weights: one matrix product per term (an im2col conv)
+            if nu.shape[:2] == (1, 1):  # the conv's weights (all positions): one product per term
                 nu2 = nu[0, 0]
                 s, a = ws.matmul(nu2.t()), wd.matmul(nu2.abs().t())
             else:
