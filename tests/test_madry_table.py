@@ -92,3 +92,12 @@ def test_paper_numbers_and_format():
     assert lines[0].split() == ["attack", "(source)", "ours", "other", "paper"]
     assert lines[1].split() == ["natural", "50.0", "-", "98.8"]
     assert lines[2].split() == ["PGD-100", "x3", "(A)", "25.0", "-", "-"]
+
+
+def test_format_with_intervals():
+    table = {ROWS[0]: {"a": 0.5, "b": None}, Row("PGD", 100, 3, "A"): {"a": 0.0, "b": 1.0}}
+    lines = format_table(table, ["a", "b"], n=100).splitlines()
+    assert lines[1].split() == ["natural", "50.0", "[40.4,", "59.6]", "-", "98.8"]
+    assert lines[2].split()[3:] == ["0.0", "[0.0,", "3.7]", "100.0", "[96.3,", "100.0]", "-"]
+    with pytest.raises(ValueError, match="not a count"):
+        format_table({ROWS[0]: {"a": 0.505}}, ["a"], n=100)

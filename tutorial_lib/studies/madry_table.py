@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..attacks import FGSM, PGD, MarginPGD, random_targets
+from ..stats import rate_count, wilson_interval
 
 __all__ = ["Row", "ROWS", "PAPER_TABLE_1", "make_attack", "madry_table", "format_table", "main"]
 
@@ -179,15 +180,24 @@ def madry_table(targets: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tens
 
 
 def format_table(table: Mapping[Row, Mapping[str, Optional[float]]], names: Sequence[str],
-                 headers: Optional[Sequence[str]] = None, paper: bool = True) -> str:
+                 headers: Optional[Sequence[str]] = None, paper: bool = True, n: Optional[int] = None) -> str:
     """The table as aligned text: one line per row, accuracy in % per model (``-`` where not run),
-    and the paper's number for that row (Table 1, its adversarially trained network) if ``paper``."""
+    and the paper's number for that row (Table 1, its adversarially trained network) if ``paper``.
+    With ``n`` (the number of images the table was measured on) each accuracy carries its 95 %
+    Wilson interval, e.g. ``93.6 [91.1, 95.5]``."""
     headers = list(headers or names)
     cols = headers + (["paper"] if paper else [])
-    width = max(12, *(len(h) + 2 for h in cols))
+    width = max(20 if n else 12, *(len(h) + 2 for h in cols))
     lines = [f"{'attack (source)':20s}" + "".join(f"{h:>{width}s}" for h in cols)]
+
+    def cell(v: float) -> str:
+        if n is None:
+            return f"{100 * v:.1f}"
+        lo, hi = wilson_interval(rate_count(v, n), n)
+        return f"{100 * v:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
     for row, values in table.items():
-        cells = ["-" if values.get(n) is None else f"{100 * values[n]:.1f}" for n in names]
+        cells = ["-" if values.get(name) is None else cell(values[name]) for name in names]
         if paper:
             cells.append(f"{PAPER_TABLE_1[row]:.1f}" if row in PAPER_TABLE_1 else "-")
         lines.append(f"{row.label:20s}" + "".join(f"{c:>{width}s}" for c in cells))
@@ -211,7 +221,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     table = madry_table(targets, x, y, args.eps, copies=copies, other=load("papernot_teacher_t1"))
     print(f"accuracy (%) on the first {args.n} MNIST test images, l-inf eps = {args.eps}; "
           f"A' = the copies {', '.join(names.values())}, B = papernot_teacher_t1")
-    print(format_table(table, list(names)))
+    print(format_table(table, list(names), n=args.n))
 
 
 if __name__ == "__main__":
