@@ -318,3 +318,48 @@ def test_receptive_field_branch_intersects_with_interval_bounds():
     # intersect_ibp=False is untouched: the plain run equals the dense pass
     monkeypatched = dual_bounds(net, x, y, 0.3).lower
     torch.testing.assert_close(monkeypatched, dual_bounds(net, x, y, 0.3).lower, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------- 7. in-place activations
+def _in_place_net(kind, inplace):
+    """A Linear, then a block whose body starts with a ReLU (in place or not), then the logits."""
+    from tutorial_lib.models import DenseSkip, Residual
+    act = nn.ReLU(inplace=inplace)
+    if kind == "residual":
+        block, width = Residual(nn.Sequential(act, nn.Linear(5, 5))), 5
+    elif kind == "dense":
+        block, width = DenseSkip(nn.Sequential(act, nn.Linear(5, 2))), 7
+    else:  # nested: in place deep inside a residual block's dense skip
+        block, width = Residual(nn.Sequential(DenseSkip(nn.Sequential(act, nn.Linear(5, 2))), nn.Linear(7, 5))), 5
+    return _init(nn.Sequential(nn.Linear(4, 5), block, nn.Linear(width, 3)), 3).eval()
+
+
+@pytest.mark.parametrize("kind", ["residual", "dense", "nested"])
+def test_in_place_activation_in_a_block_is_refused(kind):
+    """nn.ReLU(inplace=True) first in a block's body overwrites the block's input, which the
+    shortcut / concatenation reads afterwards: the model that runs is not the one bounded."""
+    bad, good = _in_place_net(kind, True), _in_place_net(kind, False)
+    good.load_state_dict(bad.state_dict())
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(3, 4, generator=g, dtype=DT), torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        assert not torch.allclose(bad(x), good(x))  # the hazard is real: two different functions
+    for fn in (interval_bounds, dual_bounds, lp_bounds, milp_bounds):
+        with pytest.raises(UnsupportedLayerError, match=r"in place.*inside a (Residual|DenseSkip) block"):
+            fn(bad, x, y, 0.05)
+        fn(good, x, y, 0.05)  # the same network without in-place activations is bounded
+
+
+def test_in_place_activation_in_a_chain_is_bounded_and_first_layer_refused():
+    """In a plain chain nothing reads an activation's input again: inplace=True there gives the
+    same bounds; on the network's input it would overwrite the caller's x: refused."""
+    chain = _init(nn.Sequential(nn.Linear(4, 6), nn.ReLU(inplace=True), nn.Linear(6, 3)), 1).eval()
+    plain = _init(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)), 1).eval()
+    x, y = torch.rand(2, 4, dtype=DT), torch.tensor([0, 1])
+    torch.testing.assert_close(dual_bounds(chain, x, y, 0.1).lower, dual_bounds(plain, x, y, 0.1).lower)
+    first = nn.Sequential(nn.ReLU(inplace=True), *_init(nn.Sequential(nn.Linear(4, 3)), 1)).eval()
+    x0 = x - 0.5
+    kept = x0.clone()
+    with pytest.raises(UnsupportedLayerError, match="network's input"):
+        dual_bounds(first, x0, y, 0.1, clip=None)
+    assert torch.equal(x0, kept)  # the caller's tensor is untouched

@@ -298,8 +298,43 @@ def _shape(values: List[Tensor], v: int) -> Tuple[int, ...]:
     return tuple(values[v].shape[1:])
 
 
+def _in_place(m: nn.Module) -> Optional[Tuple[str, nn.Module]]:
+    """The first submodule of m (m itself included) that computes in place (``inplace=True``,
+    as nn.ReLU(inplace=True)): (its name relative to m, the module), or None."""
+    for name, sub in m.named_modules():
+        if getattr(sub, "inplace", False) is True:
+            return name, sub
+    return None
+
+
+def _refuse_in_place(m: nn.Module, path: str, kind: str) -> None:
+    """UnsupportedLayerError if a Residual / DenseSkip block ``m`` holds an in-place module.
+
+    The block reads its input twice: its body, then (Residual) the shortcut or the sum with the
+    input, or (DenseSkip) the concatenation with the input. An in-place module that the input
+    reaches before any copy (nn.ReLU(inplace=True) first in the body, or after layers that return
+    a view) overwrites it, so the model that runs adds or concatenates the modified input while
+    the bounds describe the block as written: they would certify a different network (a margin
+    +0.01 was certified where the model reaches -0.09). Which positions are harmless depends on
+    what every layer returns; the bounds refuse an in-place module anywhere inside a block."""
+    found = _in_place(m)
+    if found is not None:
+        name, sub = found
+        where = path + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in name.split(".") if p)
+        raise UnsupportedLayerError(
+            f"{sub!r} at {where} computes in place (inplace=True) inside a {kind} block, whose input is "
+            f"read again after the body runs: it can overwrite that input, so the model that runs is not "
+            f"the one the bounds describe; use inplace=False (e.g. nn.ReLU()) inside {kind} blocks")
+
+
 def _append(m: nn.Module, v: int, layers: List[DualLayer], values: List[Tensor], path: str) -> int:
     """Wrap module m reading value v (its sample in ``values``) as nodes; returns the value of its output."""
+    if isinstance(m, (Residual, DenseSkip)):
+        _refuse_in_place(m, path, "Residual" if isinstance(m, Residual) else "DenseSkip")
+    elif v == 0 and not isinstance(m, nn.Sequential) and getattr(m, "inplace", False) is True:
+        raise UnsupportedLayerError(
+            f"{m!r} at {path} computes in place (inplace=True) on the network's input: running the model "
+            "inside the bounds would overwrite the caller's x; use inplace=False for the first layer")
     if isinstance(m, nn.Sequential):
         for k, item in enumerate(m):
             v = _append(item, v, layers, values, f"{path}[{k}]")
@@ -346,7 +381,11 @@ def build_layers(model: nn.Module, sample: Tensor) -> Tuple[List[DualLayer], Tup
     topological order; node i reads the values ``layers[i].inputs`` (value 0 the input, value
     i + 1 the output of node i), so a model without blocks gives the chain ``inputs == (i,)``.
     Returns (layers, output shape per example). Raises UnsupportedLayerError for layer types
-    outside :data:`LAYER_TYPES` and ValueError when the last layer is not nn.Linear.
+    outside :data:`LAYER_TYPES`, for in-place modules (``inplace=True``) inside a Residual or
+    DenseSkip block (they can overwrite the block's input, which the block reads again) or as
+    the first layer (it would overwrite the caller's input), and ValueError when the last layer
+    is not nn.Linear. In-place activations elsewhere in a chain are fine (nothing reads their
+    input again).
     """
     if not isinstance(model, nn.Sequential):
         raise UnsupportedLayerError(
