@@ -52,7 +52,7 @@ def test_certify_refuses_a_certificate_the_attack_breaks(monkeypatch):
     def optimistic(model, x, y, eps, **kw):  # a wrong bound: every margin "positive"
         return bounds.BoundResult(lower=torch.ones(len(y), 2), pre_bounds=[], method="dual")
 
-    monkeypatch.setattr(S, "dual_bounds", optimistic)
+    monkeypatch.setattr(S, "certified_bounds", optimistic)
     with pytest.raises(RuntimeError, match="certified .* but PGD broke it"):
         S.certify(net, x, y, 0.5, attack_steps=20, progress=False)
 

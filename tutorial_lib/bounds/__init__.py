@@ -18,6 +18,7 @@ projections: Gaussian for l2, none for l1.
 * :func:`optimized_dual_bounds`  the same with the final lower slopes tuned by gradient steps
 * :func:`lp_bounds`              the triangle-relaxation LP solved exactly (cvxpy + HiGHS)
 * :func:`milp_bounds`            exact verification (MILP) with the worst-case inputs
+* :func:`certified_bounds`       a bound for a certificate: float64 (a copy of a float32 model), TF32 off
 * :func:`robust_loss`, :func:`certified_error`   robust loss and certified error
   (the training loss built on it is :class:`tutorial_lib.defenses.RobustTrainingLoss`)
 * :func:`certified_accuracy_vs_eps`  certified accuracy over a range of radii
@@ -47,7 +48,8 @@ from .joins import DualAdd, DualConcat, DualJoin
 from .layers import LAYER_TYPES, DualConv2d, DualFlatten, DualLayer, DualLinear, DualNormalize, UnsupportedLayerError
 from .lp import SolverError, lp_bounds, milp_bounds
 from .nodes import node_bounds
-from .robust import certified_accuracy_vs_eps, certified_error, margins_to_logits, robust_loss
+from .precision import float64_copy, no_tf32
+from .robust import certified_accuracy_vs_eps, certified_bounds, certified_error, margins_to_logits, robust_loss
 from .spec import DUAL_NORMS, NORMS, BoundResult, is_certified, margin_spec
 
 __all__ = [
@@ -58,4 +60,5 @@ __all__ = [
     "UnsupportedLayerError", "LAYER_TYPES", "DualLayer",
     "DualLinear", "DualConv2d", "DualNormalize", "DualFlatten", "DualActivation", "DualReLU",
     "DualSigmoid", "DualTanh", "DualJoin", "DualAdd", "DualConcat", "node_bounds",
+    "certified_bounds", "no_tf32", "float64_copy",
 ]

@@ -50,6 +50,7 @@ from .activations import DualActivation
 from .base import DualLayer
 from .joins import DualJoin
 from .layers import _numel, last_uses
+from .precision import no_tf32
 from .spec import Ball, BoundResult, Eps, PreBounds, Problem, check_norm, check_pre_bounds, prepare
 
 __all__ = ["dual_bounds", "optimized_dual_bounds", "estimated_dual_bounds"]
@@ -245,11 +246,14 @@ def dual_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
     graphs (see the module doc); pre_bounds are then in the order of the activations' nodes
     (a block's body, then its shortcut), as in the returned ``pre_bounds``.
     Returns BoundResult(lower (N, m), pre_bounds (l, u) per activation, each (N, *shape)).
-    Differentiable w.r.t. the model.
+    Differentiable w.r.t. the model. Runs with TF32 off (:func:`~tutorial_lib.bounds.precision.no_tf32`)
+    in the model's dtype: to certify a float32 model, use :func:`~tutorial_lib.bounds.certified_bounds`
+    (the same bound in float64).
     """
-    P = prepare(model, x, y, eps, spec, clip, norm)
-    pre = _pre_bounds(P, pre_bounds, intersect_ibp, max_rows)
-    return BoundResult(lower=_final_lower(P), pre_bounds=pre, method="dual", norm=P.norm)
+    with no_tf32():
+        P = prepare(model, x, y, eps, spec, clip, norm)
+        pre = _pre_bounds(P, pre_bounds, intersect_ibp, max_rows)
+        return BoundResult(lower=_final_lower(P), pre_bounds=pre, method="dual", norm=P.norm)
 
 
 def optimized_dual_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
@@ -271,10 +275,19 @@ def optimized_dual_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps:
     dropped in the input term).
     Returns BoundResult(lower (N, m), alpha = per optimisable activation (N, m, *shape)),
     detached; info['paper'] is the bound at the starting slopes, info['history'] the mean
-    bound per step.
+    bound per step. Runs with TF32 off, in the model's dtype (see :func:`dual_bounds`).
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
+    with no_tf32():
+        return _optimized(model, x, y, eps, spec, clip, steps, lr, pre_bounds, intersect_ibp, max_rows, norm)
+
+
+def _optimized(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps, spec: Optional[Tensor],
+               clip: Optional[Tuple[float, float]], steps: int, lr: float,
+               pre_bounds: Optional[Sequence[Tuple[Tensor, Tensor]]], intersect_ibp: bool,
+               max_rows: Optional[int], norm: str) -> BoundResult:
+    """The body of :func:`optimized_dual_bounds` (same arguments)."""
     P = prepare(model, x, y, eps, spec, clip, norm)
     with torch.no_grad():
         pre = _pre_bounds(P, pre_bounds, intersect_ibp, max_rows)

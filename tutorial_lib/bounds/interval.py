@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from .activations import DualActivation
 from .dual import _final_lower, _interval_node, _prefix_bounds
 from .layers import DualLinear, last_uses
+from .precision import no_tf32
 from .spec import BoundResult, Eps, PreBounds, Problem, prepare
 
 __all__ = ["interval_bounds", "spec_lower_from_box"]
@@ -82,8 +83,10 @@ def interval_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
     activation's input gets the exact bounds a . x0 + b +- eps ||a||_* (dual norm: l2 or l_inf),
     then intervals; the box clip is DROPPED for l2/l1 (sound, looser).
     Returns BoundResult with lower (N, m) and pre_bounds (the boxes of every activation's
-    input, each (N, *shape)). Differentiable.
+    input, each (N, *shape)). Differentiable. Runs with TF32 off, in the model's dtype (to
+    certify a float32 model: :func:`~tutorial_lib.bounds.certified_bounds`, in float64).
     """
-    P = prepare(model, x, y, eps, spec, clip, norm)
-    pre, lower = _interval(P)
-    return BoundResult(lower=lower, pre_bounds=pre, method="interval", norm=P.norm)
+    with no_tf32():
+        P = prepare(model, x, y, eps, spec, clip, norm)
+        pre, lower = _interval(P)
+        return BoundResult(lower=lower, pre_bounds=pre, method="interval", norm=P.norm)
