@@ -529,10 +529,12 @@ class _Model:
 
     def set_row(self, r: int) -> Tuple[float, float]:
         """Make row r the objective, scaled by a power of two ``self.f`` chosen so that it moves by
-        about 1 over the input set (sum |c| * the sources' widths): the solvers' tolerances are
-        absolute (HiGHS: gaps 1e-9, feasibility 1e-7), so a network with tiny weights (margins
-        ~1e-4, moving by ~1e-7) would otherwise be solved to 1 % (the MILP missed minima by 1e-9
-        there). The solver's values are divided by ``f`` again (exact: a power of two). Returns
+        about 1 over the input set (sum |c| * the sources' widths), but with coefficients at most
+        ~2^10 (larger ones made HiGHS and Clarabel fail on saturated sigmoid / tanh networks,
+        whose objective barely moves): the solvers' tolerances are absolute (HiGHS: gaps 1e-9,
+        feasibility 1e-7), so a network with tiny weights (margins ~1e-4, moving by ~1e-7) was
+        solved to about 1 % of that movement (the MILP missed minima by 1e-9). The solver's
+        values are divided by ``f`` again (exact: a power of two). Returns
         (the objective's constant (C b and c . the centre values, float64, unscaled), a bound on
         its rounding error)."""
         const, err = float(self.Cb[r]), 4 * np.finfo(np.float64).eps * float(self.Cb_err[r])
@@ -542,7 +544,9 @@ class _Model:
             err += 2 * self.h0[k].size * np.finfo(np.float64).eps * float(np.abs(c) @ np.abs(self.h0[k]))
         moves = sum(float(np.abs(c) @ np.where(np.isfinite(self.widths[k]), self.widths[k], 0.0))
                     for c, k in zip(rows, self.sources))
-        self.f = 2.0 ** int(np.clip(-np.round(np.log2(moves)), -60, 60)) if moves > 0 and np.isfinite(moves) else 1.0
+        cmax = max(float(np.abs(c).max()) if c.size else 0.0 for c in rows)
+        target = max(moves, cmax * 2.0 ** -10)  # coefficients at most ~2^10
+        self.f = 2.0 ** int(np.clip(-np.round(np.log2(target)), -60, 60)) if 0 < target < np.inf else 1.0
         for p, c in zip(self.cs, rows):
             p.value = c * self.f
         return const, err
