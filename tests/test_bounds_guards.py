@@ -274,6 +274,53 @@ def test_milp_answer_the_network_does_not_attain_is_refused(monkeypatch):
         milp_bounds(net, x, y, 0.1)
 
 
+@pytest.mark.parametrize("seed", [0, 3, 7])
+def test_milp_on_tiny_weights_is_exact_relative_to_the_margins(seed):
+    """Weights x 1e-3 (margins ~1e-4; the objective moves by ~1e-7 over the ball): HiGHS's
+    absolute tolerances (gaps 1e-9, feasibility 1e-7) were as large as that, and the "exact"
+    minimum sat 3e-10..2e-9 above a margin that sampling reaches (relative 2e-6..2e-5). The
+    objective is now scaled to move by about 1, so the minimum is exact relative to the margins."""
+    net, (x, y) = scaled_mlp(seed, 1e-3), data(3, 1)
+    att = _sampled_margins(net, x, y, 0.1)
+    res = milp_bounds(net, x, y, 0.1)
+    low = res.lower.min(1).values
+    assert (low <= att + 1e-9 * att.abs()).all(), (low - att) / att.abs()
+    from tutorial_lib.bounds import margin_spec
+    N, m = res.lower.shape
+    with torch.no_grad():
+        z = net(res.x_worst.view(N * m, -1)).view(N, m, -1)
+    got = (margin_spec(y, 3).to(DT) * z).sum(-1)  # the network's margins at x_worst
+    scale = float(z.abs().max())
+    assert scale < 1e-2
+    torch.testing.assert_close(got, res.info["attained"], rtol=0, atol=1e-6 * scale)
+    assert (res.lower <= got).all()
+
+
+def test_milp_answer_check_is_relative_to_the_logits(monkeypatch):
+    """An answer off by 1e-3 of itself (~1e-7 on a tiny-weight network, inside the old absolute
+    tolerance 1e-6) is solved again with tighter tolerances, and refused if still off."""
+    from tutorial_lib.bounds import lp as lp_mod
+    net, (x, y) = scaled_mlp(0, 1e-3), data(2, 1)
+    real = lp_mod._check_answer
+    calls = []
+
+    def off(blocks, acts, xw, c, attained, lower, what, first_only=False):
+        calls.append(what)
+        d = 0.0 if first_only and len(calls) > 1 else 1e-3 * abs(attained)
+        return real(blocks, acts, xw, c, attained + d, lower + d, what)
+
+    monkeypatch.setattr(lp_mod, "_check_answer", off)
+    with pytest.raises(SolverError, match="does not hold"):
+        milp_bounds(net, x[:1], y[:1], 0.1)
+    assert len(calls) == 2 and calls[0] == calls[1]  # one re-solve of the same row, then refused
+    calls.clear()
+    monkeypatch.setattr(lp_mod, "_check_answer", real)
+    want = milp_bounds(net, x[:1], y[:1], 0.1).lower
+    monkeypatch.setattr(lp_mod, "_check_answer", lambda *a: off(*a, first_only=True))
+    got = milp_bounds(net, x[:1], y[:1], 0.1).lower  # the first answer fails, the re-solve passes
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=0)
+
+
 def test_milp_time_limit_is_a_hard_limit(monkeypatch):
     """time_limit covers all examples and rows together (it was given to HiGHS per row)."""
     import time
