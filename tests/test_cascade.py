@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from tutorial_lib import data as D
+from tutorial_lib import cascade_model as CM, data as D
 from tutorial_lib.attacks import cascade as CA, pgd as PG
 from tutorial_lib.bounds import dual_bounds, is_certified
 from tutorial_lib.checkpoints import load_checkpoint
@@ -242,7 +242,7 @@ def test_stage_k_is_bounded_only_on_what_earlier_stages_left(monkeypatch):
         sizes.append(xb.shape[0])
         return real(model, xb, *args, **kwargs)
 
-    monkeypatch.setattr(C, "stage_accepts", counting)
+    monkeypatch.setattr(CM, "stage_accepts", counting)
     decision = cascade.route(x)
     left = x.shape[0]
     for k, size in enumerate(sizes):

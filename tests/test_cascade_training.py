@@ -4,6 +4,7 @@ import copy
 import pytest
 import torch
 
+from tutorial_lib import cascade_model as CM
 from tutorial_lib.checkpoints import load_checkpoint
 from tutorial_lib.data import load_dataset
 from tutorial_lib.defenses import cascade as C
@@ -45,7 +46,7 @@ def test_not_accepted_indices_keeps_exactly_the_rejected_examples_and_caches(tra
     assert 0 < len(left) < len(x)
     assert not list(tmp_path.glob("*.partial.pt"))
     # the second call reads the cache: it must not certify anything again
-    monkeypatch.setattr(C, "stage_accepts", lambda *a, **k: pytest.fail("recomputed a cached subset"))
+    monkeypatch.setattr(CM, "stage_accepts", lambda *a, **k: pytest.fail("recomputed a cached subset"))
     again = TC.not_accepted_indices(["mnist_small_robust_full"], x, EPS, cache_dir=tmp_path,
                                     dataset="head160", progress=False)
     assert torch.equal(again, left)
@@ -60,7 +61,7 @@ def test_a_second_stage_only_looks_at_what_the_first_left(train_head, tmp_path, 
         seen.append(xb.shape[0])
         return real(model, xb, *a, **k)
 
-    monkeypatch.setattr(C, "stage_accepts", spy)
+    monkeypatch.setattr(CM, "stage_accepts", spy)
     one = TC.not_accepted_indices(["mnist_small_robust_full"], x, EPS, cache_dir=tmp_path, progress=False,
                                   dataset="head60")
     two = TC.not_accepted_indices(["mnist_small_robust_full", "mnist_small_robust"], x, EPS,
@@ -82,12 +83,12 @@ def test_an_interrupted_subset_resumes_from_its_partial_file(train_head, tmp_pat
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(C, "stage_accepts", dies_on_second)
+    monkeypatch.setattr(CM, "stage_accepts", dies_on_second)
     with pytest.raises(KeyboardInterrupt):
         TC.not_accepted_indices(["mnist_small_robust_full"], x, EPS, cache_dir=tmp_path / "b", chunk=30,
                                 progress=False, dataset="head90")
     assert len(list((tmp_path / "b").glob("*.partial.pt"))) == 1
-    monkeypatch.setattr(C, "stage_accepts", real)
+    monkeypatch.setattr(CM, "stage_accepts", real)
     resumed = TC.not_accepted_indices(["mnist_small_robust_full"], x, EPS, cache_dir=tmp_path / "b", chunk=30,
                                       progress=False, dataset="head90")
     assert torch.equal(resumed, full)

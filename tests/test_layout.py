@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "tutorial_lib"
-CORE = ["data.py", "models.py", "checkpoints.py", "runtime.py", "training", "attacks", "defenses", "bounds"]
+CORE = ["data.py", "models.py", "checkpoints.py", "runtime.py", "cascade_model.py", "training", "attacks", "defenses",
+        "bounds"]
 
 
 def _imports(path: Path):
@@ -52,6 +53,14 @@ def test_bounds_stand_alone(path):
     allowed = ("tutorial_lib.bounds", "tutorial_lib.models", "tutorial_lib.validation")
     bad = [n for n in _imports(path) if n.startswith("tutorial_lib") and not n.startswith(allowed)]
     assert not bad, f"{path.relative_to(PKG)} imports {bad}: bounds depend only on models and the shared input checks"
+
+
+@pytest.mark.parametrize("path", list(_files(["attacks", "cascade_model.py"])), ids=lambda p: str(p.relative_to(PKG)))
+def test_attacks_and_the_cascade_model_never_import_defenses(path):
+    """defenses import attacks (adversarial training); a cascade is a classifier, in
+    cascade_model below both: no import of defenses from there, not even inside a function."""
+    bad = [n for n in _imports(path) if n.startswith("tutorial_lib.defenses")]
+    assert not bad, f"{path.relative_to(PKG)} imports {bad}: import the cascade from tutorial_lib.cascade_model"
 
 
 def _fresh(code: str) -> str:

@@ -9,6 +9,7 @@ The reusable core:
 * :mod:`.training`     the one loop (``fit``), the one loss registry (``LOSSES``), recipes
 * :mod:`.attacks`      FGSM, PGD, margin PGD, transfer, JSMA, Carlini-Wagner, evaluation
 * :mod:`.defenses`     PGD training, TRADES, certified training, defensive distillation (losses)
+* :mod:`.cascade_model` a cascade of certified models as a classifier (routing by the bounds)
 * :mod:`.bounds`       certification: interval, dual network, LP, MILP, robust loss
 
 What serves one notebook: :mod:`.studies` (capacity, tradeoff, polytope, distillation study,

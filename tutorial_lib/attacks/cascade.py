@@ -1,6 +1,6 @@
 """The cascade attack (after CasA, Mangal et al. 2022, "On the Perils of Cascading Robust
 Classifiers", arXiv 2206.00278): points within eps of x that a cascade of certified models
-(:class:`tutorial_lib.defenses.cascade.Cascade`, Wong et al. 2018) answers wrongly, also where
+(:class:`tutorial_lib.cascade_model.Cascade`, Wong et al. 2018) answers wrongly, also where
 Wong et al.'s certifier (:func:`~tutorial_lib.defenses.cascade.paper_certified`) claims it cannot.
 
 Where can a wrong answer at a point x' of the ball come from? Only from one of two routes:
@@ -46,28 +46,19 @@ broken, the rest attacked for all steps).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from ..bounds import dual_bounds, is_certified
+from ..cascade_model import Cascade
 from .base import Box, NormBallAttack, _broadcast, _margin_to
-
-if TYPE_CHECKING:
-    from ..defenses.cascade import Cascade
 
 __all__ = ["CascadeAttack", "CascadeAttackReport", "attack_cascade"]
 
 #: the norms whose balls contain a ball of the same radius in each attack norm (||d||_q <= ||d||_p)
 _CONTAINS = {"linf": ("linf", "l2"), "l2": ("l2",), "l1": ()}
-
-
-def _cascade_class() -> type:
-    """:class:`tutorial_lib.defenses.cascade.Cascade`, imported on use: ``defenses`` imports
-    ``attacks`` (PGD training), so importing it while ``attacks`` loads would be circular."""
-    from ..defenses.cascade import Cascade
-    return Cascade
 
 
 def _dual_lower(model: nn.Module, x: Tensor, labels: Tensor, eps: float, norm: str,
@@ -142,7 +133,7 @@ class CascadeAttack(NormBallAttack):
         self.last_report: Optional[CascadeAttackReport] = None
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, target: Optional[Tensor] = None) -> Tensor:
-        if not isinstance(model, _cascade_class()):
+        if not isinstance(model, Cascade):
             raise TypeError(f"CascadeAttack attacks a Cascade (tutorial_lib.defenses.Cascade), got "
                             f"{type(model).__name__}; use PGD for a single model")
         if model.clip is not None and (self.clip is None or self.clip[0] < model.clip[0]
@@ -358,7 +349,7 @@ def attack_cascade(cascade: Cascade, x: Tensor, y: Tensor, eps: Optional[float] 
     cascade's box), seed, penalty, margin, prune, batch_size). Returns (x_adv, broken (N,) bool,
     stage (N,) long: the stage that answers at x_adv), all on the cascade's device.
     """
-    if not isinstance(cascade, _cascade_class()):
+    if not isinstance(cascade, Cascade):
         raise TypeError(f"attack_cascade attacks a Cascade, got {type(cascade).__name__}")
     kwargs.setdefault("clip", cascade.clip)
     attack = CascadeAttack(cascade.eps if eps is None else eps, norm=cascade.norm if norm is None else norm,

@@ -2,7 +2,7 @@
 
 Stage k of a cascade is trained on the training examples that stages 1..k-1 do not handle: the
 examples at which no earlier stage certifies its own prediction (the cascade's runtime rule,
-:func:`tutorial_lib.defenses.cascade.stage_accepts`, applied at the training example itself). A
+:func:`tutorial_lib.cascade_model.stage_accepts`, applied at the training example itself). A
 recipe asks for it with::
 
     "train_on": {"not_accepted_by": ["mnist_small_robust_full", "runs/.../checkpoint.pt"],
@@ -22,6 +22,8 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
+
+from .. import cascade_model
 
 __all__ = ["check_train_on", "not_accepted_indices"]
 
@@ -60,7 +62,6 @@ def not_accepted_indices(stages: Sequence[str], x: Tensor, eps: float, norm: str
     assumes so: ``dataset`` names it). Each stage only looks at what the stages before it left.
     """
     from ..checkpoints import load_checkpoint
-    from ..defenses.cascade import stage_accepts
     cache = Path(cache_dir) if cache_dir is not None else None
     left = torch.arange(x.shape[0])
     shas: List[str] = []
@@ -83,7 +84,7 @@ def not_accepted_indices(stages: Sequence[str], x: Tensor, eps: float, norm: str
             keep, start = [part["keep"]], int(part["done"])
         for a in range(start, len(left), chunk):
             idx = left[a:a + chunk]
-            _, ok = stage_accepts(model, x[idx], eps, norm=norm)
+            _, ok = cascade_model.stage_accepts(model, x[idx], eps, norm=norm)
             keep.append(idx[~ok.cpu()])
             if part_path is not None:
                 part_path.parent.mkdir(parents=True, exist_ok=True)
