@@ -427,14 +427,20 @@ def test_bad_inputs():
         lp_bounds(net, x, y, 0.1, pre_bounds=[])
 
 
-def test_solver_failure_is_never_a_certificate():
-    """Invalid pre-activation bounds make the LP/MILP infeasible: an error, not a bound."""
+def test_solver_failure_is_never_a_certificate(monkeypatch):
+    """Invalid pre-activation bounds are refused by the check that they hold the network's values
+    (ValueError); past that check they make the LP/MILP infeasible: an error, not a bound."""
+    from tutorial_lib.bounds import spec as spec_mod
     net = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 2)).to(DT)
     with torch.no_grad():
         net[0].weight.fill_(1.0)
         net[0].bias.fill_(-5.0)   # z = x - 5 in [-5, -4] for x in [0, 1]
     x, y = torch.full((1, 1), 0.5, dtype=DT), torch.tensor([0])
     bad = [(torch.full((1, 1), -1.0, dtype=DT), torch.full((1, 1), 1.0, dtype=DT))]
+    for fn in (lp_bounds, milp_bounds):
+        with pytest.raises(ValueError, match="do not contain the network's values"):
+            fn(net, x, y, 0.5, pre_bounds=bad)
+    monkeypatch.setattr(spec_mod, "_check_contains_network_values", lambda *a: None)
     with pytest.raises(SolverError, match="infeasible"):
         lp_bounds(net, x, y, 0.5, pre_bounds=bad)
     with pytest.raises(SolverError, match="infeasible"):

@@ -410,3 +410,83 @@ def test_in_place_activation_in_a_chain_is_bounded_and_first_layer_refused():
     with pytest.raises(UnsupportedLayerError, match="network's input"):
         dual_bounds(first, x0, y, 0.1, clip=None)
     assert torch.equal(x0, kept)  # the caller's tensor is untouched
+
+
+# ---------------------------------------------------------------- 8. user-supplied pre-activation bounds
+def _sample_hull_bounds(net, x, y, eps):
+    """Pre-activation bounds that are feasible but too tight: per example, the range of each
+    neuron over exactly the points check_pre_bounds samples (so they pass its check), which
+    misses the corners of the box where the true range is attained."""
+    P = prepare(net, x, y, eps)
+    g = torch.Generator().manual_seed(0)
+    per_layer = None
+    for n in range(x.shape[0]):
+        pts = spec_mod._input_set_samples(P, n, spec_mod.PRE_BOUNDS_SAMPLES, g)
+        zs = spec_mod._activation_inputs(P.layers, pts)
+        per_layer = per_layer or [[] for _ in zs]
+        for k, z in enumerate(zs):
+            per_layer[k].append((z.min(0).values, z.max(0).values))
+    return [(torch.stack([a for a, _ in ex]), torch.stack([b for _, b in ex])) for ex in per_layer]
+
+
+def _ten_input_mlp(seed):
+    return _init(nn.Sequential(nn.Linear(10, 12), nn.ReLU(), nn.Linear(12, 12), nn.ReLU(), nn.Linear(12, 3)),
+                 seed).eval()
+
+
+def test_too_tight_feasible_pre_bounds_give_conditional_results_that_are_not_certificates():
+    """Bounds containing every sampled value pass the check, yet exclude values the network
+    takes elsewhere: the MILP on them claims a minimum above what an attack reaches. So every
+    result computed from user pre_bounds is marked conditional and never certifies."""
+    from bound_checks import attack_min
+
+    from tutorial_lib.bounds import ConditionalBoundsError, margin_spec, optimized_dual_bounds
+    net = _ten_input_mlp(1)
+    g = torch.Generator().manual_seed(1)
+    x, y, eps = torch.rand(2, 10, generator=g, dtype=DT), torch.tensor([0, 1]), 0.1
+    tight = _sample_hull_bounds(net, x, y, eps)
+    mi = milp_bounds(net, x, y, eps, pre_bounds=tight)  # passes the sampled check ...
+    lo, hi = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+    att = attack_min(net, margin_spec(y, 3).to(DT), lo, hi)
+    assert (mi.lower > att + 0.05).any()  # ... and is unsound: the hazard the flag guards against
+    assert (milp_bounds(net, x, y, eps).lower <= att + 1e-9).all()  # (without them: sound)
+    results = [mi, dual_bounds(net, x, y, eps, pre_bounds=tight),
+               optimized_dual_bounds(net, x, y, eps, steps=3, pre_bounds=tight)]
+    try:
+        results.append(lp_bounds(net, x, y, eps, pre_bounds=tight))
+    except SolverError as e:  # the LP may also notice: its bound above a margin the network takes
+        assert "pre_bounds" in str(e)
+    for r in results:
+        assert r.conditional_on_user_bounds, r.method
+        with pytest.raises(ConditionalBoundsError, match="pre_bounds"):
+            _ = r.certified
+        with pytest.raises(ConditionalBoundsError):
+            is_certified(r)
+    # the same bounds computed by the library are not conditional, and certify as before
+    own = dual_bounds(net, x, y, eps)
+    assert not own.conditional_on_user_bounds
+    assert torch.equal(own.certified, is_certified(own.lower)) and torch.equal(is_certified(own), own.certified)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
+def test_pre_bounds_that_miss_a_value_the_network_takes_are_refused(norm):
+    """Bounds that exclude the network's value at the centre, or at a sampled point of the input
+    set (the corners of the box / the ball's surface), or hold NaN: ValueError, no bound."""
+    net = _ten_input_mlp(2)
+    g = torch.Generator().manual_seed(2)
+    x, y, eps = torch.rand(2, 10, generator=g, dtype=DT), torch.tensor([0, 1]), 0.2
+    good = [(lo.detach(), up.detach()) for lo, up in dual_bounds(net, x, y, eps, norm=norm).pre_bounds]
+    lp_bounds(net, x, y, eps, norm=norm, pre_bounds=good)  # valid bounds: accepted
+    P = prepare(net, x, y, eps, norm=norm)
+    z0 = spec_mod._activation_inputs(P.layers, x)  # the values at the centres
+    centre_missed = list(good)
+    centre_missed[1] = (good[1][0], torch.minimum(good[1][1], z0[1] - 1e-3))  # below the centre's value
+    hull = _sample_hull_bounds(net, x, y, eps)
+    centre_only = [(z.detach(), z.detach()) for z in z0]  # contains the centre, no other point
+    nan = [(lo.clone(), up) for lo, up in good]
+    nan[0][0][0, 0] = float("nan")
+    for bad, what in ((centre_missed, "the centre"), (centre_only, "sampled point"), (nan, "NaN")):
+        for fn in (dual_bounds, lp_bounds):
+            with pytest.raises(ValueError, match=what):
+                fn(net, x, y, eps, norm=norm, pre_bounds=bad)
+    dual_bounds(net, x, y, eps, norm=norm, pre_bounds=hull)  # (the hull passes: it holds the samples)

@@ -24,6 +24,7 @@ projections: Gaussian for l2, none for l1.
 * :func:`certified_accuracy_vs_eps`  certified accuracy over a range of radii
 * :func:`estimated_dual_bounds`  random-projection estimate (training only, not sound)
 * :func:`is_certified`           the one certification rule: every row's lower bound > 0
+  (a result computed from user ``pre_bounds`` is conditional and refused: ConditionalBoundsError)
 * :func:`node_bounds`            bounds of every node's output (dual or interval), blocks included
 
 Supported layers: nn.Linear, nn.Conv2d, nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Flatten and
@@ -50,7 +51,7 @@ from .lp import SolverError, lp_bounds, milp_bounds
 from .nodes import node_bounds
 from .precision import float64_copy, no_tf32
 from .robust import certified_accuracy_vs_eps, certified_bounds, certified_error, margins_to_logits, robust_loss
-from .spec import DUAL_NORMS, NORMS, BoundResult, is_certified, margin_spec
+from .spec import DUAL_NORMS, NORMS, BoundResult, ConditionalBoundsError, is_certified, margin_spec
 
 __all__ = [
     "BoundResult", "NORMS", "DUAL_NORMS", "is_certified", "margin_spec", "interval_bounds", "dual_bounds",
@@ -60,5 +61,5 @@ __all__ = [
     "UnsupportedLayerError", "LAYER_TYPES", "DualLayer",
     "DualLinear", "DualConv2d", "DualNormalize", "DualFlatten", "DualActivation", "DualReLU",
     "DualSigmoid", "DualTanh", "DualJoin", "DualAdd", "DualConcat", "node_bounds",
-    "certified_bounds", "no_tf32", "float64_copy",
+    "certified_bounds", "no_tf32", "float64_copy", "ConditionalBoundsError",
 ]

@@ -253,7 +253,8 @@ def dual_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
     with no_tf32():
         P = prepare(model, x, y, eps, spec, clip, norm)
         pre = _pre_bounds(P, pre_bounds, intersect_ibp, max_rows)
-        return BoundResult(lower=_final_lower(P), pre_bounds=pre, method="dual", norm=P.norm)
+        return BoundResult(lower=_final_lower(P), pre_bounds=pre, method="dual", norm=P.norm,
+                           conditional_on_user_bounds=pre_bounds is not None)
 
 
 def optimized_dual_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
@@ -325,7 +326,8 @@ def _optimized(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps, spec:
                 for i, a in alphas.items():
                     P.layers[i].project_alpha_(a)
     return BoundResult(lower=best, pre_bounds=pre, method="dual-opt", alpha=best_alpha,
-                       info={"paper": paper, "history": history}, norm=P.norm)
+                       info={"paper": paper, "history": history}, norm=P.norm,
+                       conditional_on_user_bounds=pre_bounds is not None)
 
 
 def _forward_pre_bounds(P: Problem, proj: Optional[int],

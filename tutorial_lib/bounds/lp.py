@@ -17,6 +17,16 @@ l2 ball is a second-order cone ||x - x0||_2 <= eps, which HiGHS cannot solve: th
 solved by Clarabel (an interior-point conic solver shipped with cvxpy), and the MILP is refused
 (it would need a mixed-integer SOCP solver). The l2/l1 LP/MILP keep the pixel box (the dual and
 interval bounds drop it), so they are at least as tight as the dual there.
+
+Soundness of the LP's answer (:func:`lp_bounds`): a solver's objective value is not a lower
+bound (an interior-point method stops near, not at, the optimum; "optimal_inaccurate" is
+further off; presolve with tight tolerances called some feasible LPs infeasible). What is
+reported is weak duality evaluated in float64 at the solver's multipliers, over boxes that
+contain the LP's feasible set (:class:`_Lagrangian`; Neumaier and Shcherbina 2004): a lower
+bound for any multipliers, equal to the optimum at exact ones. The solver's accuracy decides
+only whether that bound is tight enough to accept (else the next settings are tried). The LP
+is written in the shifts from the network's values at the centre, and each objective is scaled
+by a power of two, so that the solvers' absolute tolerances meet numbers of a sensible size.
 """
 from __future__ import annotations
 
@@ -749,15 +759,28 @@ def lp_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
     """Exact optimum of the triangle-relaxation LP (the convex outer adversarial polytope).
 
     x: (N, *input_shape); y: (N,) or None with spec (N, m, K) / (m, K); eps as in dual_bounds.
-    Pre-activation bounds: ``pre_bounds`` (list of (l, u) per activation, each (N, *shape)) or
-    the dual network's. For ReLUs stable neurons are fixed (a = z or a = 0), unstable ones
-    relaxed, exactly the primal of the dual network, so LP >= dual at the same pre-bounds.
-    Solved with HiGHS per example and spec row; a non-optimal status raises SolverError.
-    norm: 'linf' (default), 'l1' (a linear ball: HiGHS) or 'l2' (a second-order cone: solved
-    by Clarabel, an interior-point solver, to about 1e-9 relative: a tolerance, not exact). The
-    input set is the ball intersected with the box clip for every norm (the dual bounds drop
-    the box for l2/l1, so LP >= dual still holds there, by more).
-    Returns BoundResult(lower (N, m)); info['seconds'].
+    Pre-activation bounds: ``pre_bounds`` (list of (l, u) per activation, each (N, *shape);
+    checked at sampled points of the input set, not proven: the result is then marked
+    ``conditional_on_user_bounds`` and ``.certified`` refuses it, see
+    :func:`~tutorial_lib.bounds.spec.check_pre_bounds`) or the dual network's. For ReLUs stable
+    neurons are fixed (a = z or a = 0), unstable ones relaxed, exactly the primal of the dual
+    network (plus the boxes its constraints imply on the activations' outputs), so LP >= dual
+    at the same pre-bounds.
+    norm: 'linf' (default), 'l1' (a linear ball) or 'l2' (a second-order cone). The input set is
+    the ball intersected with the box clip for every norm (the dual bounds drop the box for
+    l2/l1, so LP >= dual still holds there, by more).
+
+    Solving, per example and spec row (:func:`_lp_row`): HiGHS (l_inf, l1) or Clarabel (l2)
+    with tolerances 1e-9, then safer settings in turn (:data:`LP_TRIES_LINEAR`,
+    :data:`LP_TRIES_CONIC`: presolve off, default tolerances, interior point, another solver)
+    when a try fails or is not verified. The bound reported is never the solver's claim: it is
+    the weak-duality bound at the solver's multipliers (:class:`_Lagrangian`), a lower bound on
+    the LP whatever the solver's accuracy (an 'optimal_inaccurate' answer included), accepted
+    when it lies within LP_GAP_RTOL (1e-7) of the logits' scale (+ 1e-9) below the solver's
+    optimum and not above the network's margin at the solver's input. SolverError, listing
+    every try and its outcome, when none is accepted.
+    Returns BoundResult(lower (N, m)); info['seconds'], info['optimum'] (N, m) the solvers'
+    optima (>= lower), info['solver'] the settings that answered each example's rows.
     """
     t0 = time.perf_counter()
     P, pre, np_pre, blocks = _setup(model, x, y, eps, spec, clip, pre_bounds, False, norm=norm)
@@ -772,7 +795,7 @@ def lp_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
         used.append(how)
     return BoundResult(lower=_to_t(lows, P), pre_bounds=pre, method="lp",
                        info={"seconds": time.perf_counter() - t0, "optimum": _to_t(optima, P), "solver": used},
-                       norm=P.norm)
+                       norm=P.norm, conditional_on_user_bounds=pre_bounds is not None)
 
 
 def milp_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
@@ -790,14 +813,18 @@ def milp_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
     raised once it is spent.
 
     Every answer is checked: the network (float64, the weights the MILP saw) is run at each
-    returned worst-case input, and SolverError is raised when its margin there differs from
-    the reported optimum by more than ``CHECK_RTOL`` (1e-6) * max(1, max |logit|) plus
-    ``CHECK_FEAS`` (1e-7) * the sum of |path weights| (what feasibility slack can move) plus the
-    solver's gap. Scale range: big-M constants are the pre-activation bounds, and HiGHS's
-    tolerances are absolute (about 1e-6 to 1e-7), so the MILP is exact for networks whose
-    pre-activation bounds and logits are at most about 1e4 in magnitude (typical trained or
-    randomly initialised networks); beyond that (e.g. weights scaled x1000, logits ~1e11)
-    answers may be wrong, and are then refused by the check above, not reported.
+    returned worst-case input, and the answer is solved again with tolerances 1e-9, then
+    refused (SolverError), when its margin there differs from the reported optimum by more
+    than ``CHECK_RTOL`` (1e-6) * max |logit| there (relative: the same standard for tiny
+    weights) plus ``CHECK_FEAS`` (1e-7) * the sum of |path weights| (what feasibility slack can
+    move) plus the solver's gap. The objective is scaled by a power of two so that it moves by
+    about 1 over the input set (HiGHS's gap and feasibility tolerances are absolute: on weights
+    x 1e-3 the minimum was missed by 1e-9, relative 1e-5). Scale range: big-M constants are the
+    pre-activation bounds, so the MILP is exact for networks whose pre-activation bounds and
+    logits are at most about 1e4 in magnitude (typical trained or randomly initialised
+    networks); beyond that (e.g. weights scaled x1000, logits ~1e11) answers may be wrong, and
+    are then refused by the check above, not reported. ``pre_bounds`` as in :func:`lp_bounds`
+    (checked at sampled points; the result is conditional on them).
     norm: 'linf' (default) or 'l1' (the ball is linear: still a HiGHS MILP; x_worst is moved
     onto the ball if the solver's slack left it just outside). 'l2' is refused (ValueError):
     it would need a mixed-integer second-order cone solver, and none is installed.
@@ -827,4 +854,5 @@ def milp_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
     N, m = x.shape[0], P.C.shape[1]
     x_worst = _to_t(np.stack(xw), P).view(N, m, *x.shape[1:])
     return BoundResult(lower=_to_t(lows, P), pre_bounds=pre, method="milp", x_worst=x_worst,
-                       info={"attained": _to_t(att, P), "seconds": time.perf_counter() - t0}, norm=P.norm)
+                       info={"attained": _to_t(att, P), "seconds": time.perf_counter() - t0}, norm=P.norm,
+                       conditional_on_user_bounds=pre_bounds is not None)

@@ -18,7 +18,7 @@ from .base import UnsupportedLayerError
 from .layers import DualLayer, build_layers, run_layers
 
 __all__ = ["BoundResult", "Problem", "Ball", "NORMS", "DUAL_NORMS", "is_certified", "margin_spec", "prepare",
-           "check_pre_bounds", "check_norm", "dual_norm"]
+           "check_pre_bounds", "check_norm", "dual_norm", "ConditionalBoundsError", "PRE_BOUNDS_SAMPLES"]
 
 PreBounds = List[Tuple[Tensor, Tensor]]
 #: a radius: a number, or a tensor of shape (N,) (one per example) or (l_inf only) x's shape
@@ -50,15 +50,23 @@ def dual_norm(v: Tensor, norm: str) -> Tensor:
     raise ValueError(f"unknown norm {norm!r}: the bounds support " + ", ".join(repr(n) for n in NORMS))
 
 
-def is_certified(lower: Tensor) -> Tensor:
+class ConditionalBoundsError(ValueError):
+    """A certificate was asked of bounds computed from user-supplied pre-activation bounds
+    (``pre_bounds=``), which are checked at sampled points only, not proven."""
+
+
+def is_certified(lower: Union[Tensor, "BoundResult"]) -> Tensor:
     """The one certification rule: every row's lower bound is strictly positive.
 
-    lower: (N, m) lower bounds on spec @ logits (margins z_y - z_j by default). Returns (N,)
-    bool. A zero margin allows a tie, so 0 is not certified; NaN is never certified (NaN > 0 is
-    False), nor is +inf (a finite network on a bounded set has finite margins: an infinite bound
-    is an overflow, not a certificate). Count errors as ``~is_certified(lower)``, never as
-    ``lower < 0`` (False for NaN).
+    lower: (N, m) lower bounds on spec @ logits (margins z_y - z_j by default), or a
+    :class:`BoundResult` (then its ``.certified``, which refuses estimated bounds and bounds
+    conditional on user pre-activation bounds). Returns (N,) bool. A zero margin allows a tie,
+    so 0 is not certified; NaN is never certified (NaN > 0 is False), nor is +inf (a finite
+    network on a bounded set has finite margins: an infinite bound is an overflow, not a
+    certificate). Count errors as ``~is_certified(lower)``, never as ``lower < 0`` (False for NaN).
     """
+    if isinstance(lower, BoundResult):
+        return lower.certified
     return ((lower > 0) & torch.isfinite(lower)).all(dim=-1)
 
 
@@ -74,6 +82,11 @@ class BoundResult:
     alpha:      optimised dual only: the lower lines' parameters (ReLU: slopes), one
                 (N, m, *shape) per optimisable activation layer.
     info:       method-specific numbers (solver times, MILP attained values, step history...).
+    conditional_on_user_bounds: True when the caller gave ``pre_bounds``: every method takes
+                them as valid, and they were checked only at sampled points of the input set
+                (:func:`check_pre_bounds`), so ``lower`` holds IF they contain every value the
+                network takes there. Too tight ones (feasible, containing the sampled values)
+                make the bounds unsound: ``certified`` refuses such results.
     """
 
     lower: Tensor
@@ -83,15 +96,23 @@ class BoundResult:
     alpha: Optional[List[Tensor]] = None
     info: Dict[str, Any] = field(default_factory=dict)
     norm: str = "linf"  # the ball the bounds hold on (see NORMS)
+    conditional_on_user_bounds: bool = False
 
     @property
     def certified(self) -> Tensor:
         """(N,) bool: :func:`is_certified` (every row's lower bound > 0; NaN never).
 
-        Refused for estimated (projected) bounds, which are not certificates."""
+        Refused for estimated (projected) bounds, which are not certificates, and
+        (ConditionalBoundsError) for bounds conditional on user pre-activation bounds."""
         if self.method == "dual-proj":
             raise ValueError("bounds estimated with random projections are not certificates; "
                              "use dual_bounds / certified_error")
+        if self.conditional_on_user_bounds:
+            raise ConditionalBoundsError(
+                f"these {self.method} bounds were computed from user-supplied pre_bounds, which were "
+                "checked only at sampled points of the input set, not proven: they hold only if those "
+                "bounds contain every value the network takes there, so they are not a certificate. "
+                "Recompute without pre_bounds to certify (or use .lower, knowing the condition)")
         return is_certified(self.lower)
 
 
@@ -371,9 +392,85 @@ def prepare(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps, spec: Op
     return Problem(layers, x, lo, hi, C, y, K, bad_param, ball)
 
 
-def check_pre_bounds(P: Problem, pre_bounds: Sequence[Tuple[Tensor, Tensor]]) -> PreBounds:
+#: points per example at which user pre-activation bounds are checked: the centre x, then
+#: seeded samples of the input set (half at corners of the box / on the ball's surface)
+PRE_BOUNDS_SAMPLES = 64
+
+
+def _input_set_samples(P: Problem, n: int, k: int, generator: torch.Generator) -> Tensor:
+    """x[n] and k points of example n's input set, (k + 1, *in_shape) in x's dtype: l_inf,
+    uniform in the box [lo, hi] and (half) at its corners; l2 / l1, in the ball (half on its
+    surface; l1: at its vertices) clamped to the box [lo, hi] (x +- eps clipped to the pixel box),
+    which keeps them in the ball."""
+    x0 = P.x[n].detach()
+    lo, hi = P.lo[n].detach(), P.hi[n].detach()
+    shape, dt, dev = x0.shape, x0.dtype, x0.device
+    if P.ball is None:
+        t = torch.rand(k, *shape, generator=generator, dtype=dt, device="cpu").to(dev)
+        t[k // 2:] = t[k // 2:].round()
+        pts = lo + (hi - lo) * t
+    else:
+        d = torch.randn(k, x0.numel(), generator=generator, dtype=dt, device="cpu").to(dev)
+        if P.ball.norm == "l2":
+            d = d / d.norm(dim=1, keepdim=True).clamp(min=torch.finfo(dt).tiny)
+        else:  # the l1 ball's vertices +- e_i
+            d = torch.zeros_like(d).scatter_(1, d.abs().argmax(1, keepdim=True), 1.0) * d.sign()
+        r = torch.rand(k, 1, generator=generator, dtype=dt, device="cpu").to(dev)
+        r[k // 2:] = 1.0
+        eps = P.ball.radius[n].detach().to(dt)
+        pts = torch.minimum(torch.maximum(x0 + (eps * r * d).view(k, *shape), lo), hi)
+    return torch.cat([x0.unsqueeze(0), pts])
+
+
+def _activation_inputs(layers: Sequence[DualLayer], h: Tensor) -> List[Tensor]:
+    """Each activation's input, (B, *its in_shape), when the nodes run at h (B, *in_shape)."""
+    values: Dict[int, Tensor] = {0: h}
+    out = []
+    for i, layer in enumerate(layers):
+        ins = [values[j] for j in layer.inputs]
+        if isinstance(layer, DualActivation):
+            out.append(ins[0])
+        values[i + 1] = layer.forward(*ins)
+    return out
+
+
+def _check_contains_network_values(P: Problem, bounds: PreBounds, samples: int) -> None:
+    """ValueError unless every (l, u) contains the network's values at the centre and at
+    ``samples`` seeded points of each example's input set (up to rounding: sqrt(eps of the
+    dtype) times the layer's largest |value|)."""
+    g = torch.Generator().manual_seed(0)
+    tol_rel = torch.finfo(P.x.dtype).eps ** 0.5
+    with torch.no_grad():
+        for n in range(P.x.shape[0]):
+            pts = _input_set_samples(P, n, samples, g)
+            for k, ((l, u), z) in enumerate(zip(bounds, _activation_inputs(P.layers, pts))):
+                ln, un = l[n].detach(), u[n].detach()
+                tol = tol_rel * (1.0 + float(z.abs().max()))
+                bad = (z < ln - tol) | (z > un + tol)
+                if bad.any():
+                    j, i = (int(t[0]) for t in torch.nonzero(bad.flatten(1), as_tuple=True))
+                    where = "the centre x" if j == 0 else f"sampled point {j} of the input set"
+                    v, lo_, hi_ = (float(t.flatten()[i]) for t in (z[j], ln, un))
+                    raise ValueError(
+                        f"pre_bounds[{k}] do not contain the network's values (example {n}): at {where} "
+                        f"neuron {i} takes {v:.6g}, outside [{lo_:.6g}, {hi_:.6g}]. Bounds that exclude values "
+                        "the network takes make every bound computed from them unsound (the LP/MILP may "
+                        "then also be infeasible); pass bounds that hold on the whole input set, or none")
+
+
+def check_pre_bounds(P: Problem, pre_bounds: Sequence[Tuple[Tensor, Tensor]],
+                     samples: int = PRE_BOUNDS_SAMPLES) -> PreBounds:
     """Validate user-given pre-activation bounds: one (l, u) per activation layer, each
-    (N, *its input shape), with l <= u. Returns them as tensors of x's dtype and device."""
+    (N, *its input shape), with l <= u, containing the network's values at the centre of each
+    example's input set and at ``samples`` seeded points of it (:data:`PRE_BOUNDS_SAMPLES`;
+    l_inf: the box and its corners, l2 / l1: the ball and its surface or vertices).
+
+    Passing those checks does NOT prove the bounds: feasible but too tight bounds can contain
+    every sampled value and still miss values the network takes elsewhere in the set, and then
+    every bound computed from them (dual, LP, MILP) can be above the true minimum. So the bound
+    methods mark their result ``conditional_on_user_bounds`` and ``BoundResult.certified``
+    refuses it. Returns the bounds as tensors of x's dtype and device.
+    """
     acts = P.activations
     if len(pre_bounds) != len(acts):
         raise ValueError(f"pre_bounds has {len(pre_bounds)} entries but the model has "
@@ -387,7 +484,11 @@ def check_pre_bounds(P: Problem, pre_bounds: Sequence[Tuple[Tensor, Tensor]]) ->
         if tuple(l.shape) != want or tuple(u.shape) != want:
             raise ValueError(f"pre_bounds[{k}] must have shape {want}; got {tuple(l.shape)}, "
                              f"{tuple(u.shape)}")
+        if torch.isnan(l).any() or torch.isnan(u).any():
+            raise ValueError(f"pre_bounds[{k}] has NaN entries (invalid bounds)")
         if (l > u).any():
             raise ValueError(f"pre_bounds[{k}] has l > u somewhere (invalid bounds)")
         out.append((l, u))
+    if P.nonfinite is None:
+        _check_contains_network_values(P, out, samples)
     return out
