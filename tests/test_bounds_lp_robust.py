@@ -216,6 +216,7 @@ def test_solver_crashes_are_solver_errors_naming_every_try(monkeypatch, error):
             lp_bounds(net, x, y, 0.05, norm=norm)
         msg = str(info.value)
         assert all(label in msg for label, _, _ in tries) and type(error).__name__ in msg
+        assert "failed numerically" in msg  # not blamed on the (valid) pre-activation bounds
 
 
 def test_a_failing_first_try_falls_back_to_the_next(monkeypatch):

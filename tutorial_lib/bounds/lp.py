@@ -484,6 +484,11 @@ class _Model:
         h0 = (_centre_values(blocks, acts, centre) if centre is not None
               else [np.zeros(lo.size)] + [np.zeros(l.size) for l, _ in pre])
         self.h0 = h0
+        #: the network's values at the centre satisfy the pre-activation bounds: then the LP is
+        #: feasible (the centre's values are a feasible point), and "infeasible" is numerical
+        self.centre_inside = centre is not None and all(
+            bool(((l <= z) & (z <= u)).all())
+            for (terms, b), (l, u) in zip(blocks[:-1], pre) for z in [_apply(terms, h0) + b])
         shifted = centre is not None
         self.x = x = cp.Variable(lo.size)
         x_lo, x_hi = _widen(lo - h0[0], hi - h0[0]) if shifted else (lo, hi)
@@ -627,8 +632,10 @@ def _lp_row(M: _Model, lag: _Lagrangian, r: int, what: str) -> Tuple[float, floa
                 "input of the set: the pre-activation bounds do not contain the network's values "
                 "(invalid or too tight pre_bounds); no bound is reported")
         return bound, opt, label, log
-    raise SolverError(f"no LP answer on {what}; no bound is reported. Tried: " + "; ".join(log)
-                      + ". (Pre-activation bounds that exclude the network's values make the LP infeasible.)")
+    why = ("the LP is feasible (the network's values at the centre satisfy its constraints), so the "
+           "solvers failed numerically" if M.centre_inside else
+           "the pre-activation bounds exclude the network's values at the centre")
+    raise SolverError(f"no LP answer on {what}; no bound is reported ({why}). Tried: " + "; ".join(log))
 
 
 def _lp_example(blocks: List[Affine], acts: Sequence[DualActivation], pre: NumpyBounds, lo: np.ndarray,
