@@ -434,16 +434,18 @@ class _Lagrangian:
                 d_abs += abs(GT) @ np.abs(y)
                 c0 += float(h @ y)
                 c_abs += float(np.abs(h) @ np.abs(y))
+        # |rounding| <= gamma_k * (the sum of |terms| of every sum taken), k the longest sum; an
+        # error delta in d_j moves min(d_j lo_j, d_j hi_j) by at most |delta| max(|lo_j|, |hi_j|)
+        k = self.n + self.rows + 4
+        gamma = 2 * k * np.finfo(np.float64).eps
         end = np.where(d > 0, self.lo, self.hi)
         with np.errstate(invalid="ignore"):
             terms = np.where(d == 0, 0.0, d * end)
-        if not np.isfinite(terms).all() or ((d_abs > 0) & ~np.isfinite(end) & (d == 0)).any():
+        closed = np.isfinite(self.lo) & np.isfinite(self.hi)
+        # an open side: d_j's sign must be certain despite rounding (else the true min may be -inf)
+        if not np.isfinite(terms).all() or ((~closed) & (d_abs > 0) & (np.abs(d) <= 2 * gamma * d_abs)).any():
             return -np.inf
-        size = np.where(np.isfinite(end), np.maximum(np.abs(self.lo), np.abs(self.hi)), 0.0)
-        size = np.where(np.isfinite(size), size, 0.0)
-        # |rounding| <= gamma_k * (the sum of |terms| of every sum taken), k the longest sum
-        k = self.n + self.rows + 4
-        gamma = 2 * k * np.finfo(np.float64).eps
+        size = np.where(closed, np.maximum(np.abs(self.lo), np.abs(self.hi)), np.abs(np.where(d == 0, 0.0, end)))
         return c0 + float(terms.sum()) - gamma * (c_abs + float(d_abs @ size) + abs(c0))
 
 
