@@ -8,6 +8,7 @@
 # jupyter lab), CPU=1 (make env / lab / test on a fresh .venv: CPU-only PyTorch, no CUDA download).
 # make student writes the notebooks to hand out into student/ (STUDENT_DIR=...): solution cells
 # dropped, exercise and answer outputs cleared, checkers kept; FORCE=1 replaces earlier copies.
+# make test-portability reruns the notebooks under other float rounding: their checked outputs must not move.
 # make test-browser runs only the JupyterLab widget test (tests/browser); make screenshots also
 # rewrites docs/screenshots/*_explorer.png from it.
 PYTHON ?= python3
@@ -21,7 +22,7 @@ STUDENT_DIR ?= student
 FORCE ?=
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: lab test test-browser screenshots lint student env data bench bench-attacks bench-dual bench-training clean-env
+.PHONY: lab test test-portability test-browser screenshots lint student env data bench bench-attacks bench-dual bench-training clean-env
 
 env: $(STAMP)
 
@@ -46,6 +47,11 @@ lab: data
 
 test: $(STAMP)
 	MPLBACKEND=Agg $(PY) -m pytest --nbval-lax tests notebooks
+
+# The notebooks under other float rounding (oneDNN convs off, float64 matmuls, one thread): every
+# checked output must stay the same (tests/portability; CI runs it after make test). As long as nbval.
+test-portability: $(STAMP)
+	PORTABILITY_CHECK=1 MPLBACKEND=Agg $(PY) -m pytest tests/portability -v
 
 # The browser test of the notebook explorers (needs chromium and playwright; skips, saying so, without).
 test-browser: $(STAMP)

@@ -13,6 +13,7 @@ Plain functions that notebook 04 and the tests call:
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from typing import Dict, Sequence
@@ -20,6 +21,7 @@ from typing import Dict, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -280,15 +282,25 @@ def tiny_mnist_mlp(hidden: int = 32) -> nn.Sequential:
 def train_tiny_mnist(n_train: int = 10000, epochs: int = 1, hidden: int = 32, seed: int = 0,
                      data_dir=None) -> nn.Sequential:
     """:func:`tiny_mnist_mlp` trained (Adam, batch 64, CPU) on the first n_train MNIST training
-    images; a few seconds. Seeded: the same weights run to run."""
+    images; a few seconds. Returned in float32, eval mode.
+
+    Seeded, and trained in float64, then rounded to float32 once: float32 training would carry
+    the machine's rounding (CPU family, thread count, BLAS build) into every weight and so into the
+    accuracy and the bounds that notebook 04 prints; in float64 those differences stay far below
+    float32's last digit, and the same weights come out on any machine."""
     from ..data import get_loaders
     from ..training import fit
     torch.manual_seed(seed)
     train_loader, _ = get_loaders("mnist", batch_size=64, train_subset=n_train, test_subset=1,
                                   data_dir=data_dir, seed=seed)
-    model = tiny_mnist_mlp(hidden)
-    fit(model, train_loader, epochs=epochs, device="cpu", seed=seed, progress=False)
-    return model.eval()
+    model = tiny_mnist_mlp(hidden).double()
+
+    def loss_float64(m: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        logits = m(x.double())
+        return F.cross_entropy(logits, y), logits
+
+    fit(model, train_loader, epochs=epochs, loss_fn=loss_float64, device="cpu", seed=seed, progress=False)
+    return model.float().eval()
 
 
 # --------------------------------------------------------------------------- certification table
@@ -305,7 +317,8 @@ def certify_table(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     """Lower bounds on the worst-case margin min_{x'} min_{j != y} (z_y - z_j)(x') per example.
 
     For every method of ``methods`` (names as :data:`METHODS`) and for ``"pgd"`` (the margin
-    z_y - max_{j != y} z_j at the strongest PGD point found, an UPPER bound on the true minimum):
+    z_y - max_{j != y} z_j at the strongest PGD point found, an UPPER bound on the true minimum; the
+    attack runs on a float64 copy of the model, so its path and margin do not depend on float32 rounding):
     ``{"lower": (N,) min over the K-1 margin rows, "seconds": (N,) time per example}``.
     When both "interval" and "dual" are computed, :data:`BEST_OF` (the key right after the later
     of the two) holds the min over rows of the row-wise max(interval, dual) (seconds: their sum):
@@ -349,9 +362,12 @@ def certify_table(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
             out[BEST_OF] = {"lower": np.maximum(rows["interval"], rows["dual"]).min(1),
                             "seconds": out["interval"]["seconds"] + out["dual"]["seconds"]}
     t0 = time.perf_counter()
-    x_adv = PGD(eps, alpha=eps / 10, steps=pgd_steps, restarts=pgd_restarts, seed=0)(model, x, y)
+    # the attack runs on a float64 copy: its path follows the signs of gradients, which float32 rounding
+    # (CPU family, threads) can flip; in float64 the same point, and margin, come out on any machine
+    model64 = copy.deepcopy(model).double()
+    x_adv = PGD(eps, alpha=eps / 10, steps=pgd_steps, restarts=pgd_restarts, seed=0)(model64, x.double(), y)
     with torch.no_grad():
-        m = margin(model(x_adv), y).cpu().numpy()
+        m = margin(model64(x_adv), y).cpu().numpy()
     out["pgd"] = {"lower": m.astype(np.float64),
                   "seconds": np.full(x.shape[0], (time.perf_counter() - t0) / x.shape[0])}
     return out
