@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from ..bounds import dual_bounds, is_certified, optimized_dual_bounds
+from ..bounds import certified_bounds, float64_copy, is_certified
 from ..cascade_model import Cascade, CascadeDecision, _check_batch_size, stage_accepts
 
 __all__ = ["stage_accepts", "Cascade", "CascadeDecision", "CascadeCertificate", "paper_certified",
@@ -52,15 +52,15 @@ def _check_cascade(cascade: Cascade) -> None:
 def _certify_label(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str,
                    clip: Optional[Tuple[float, float]], batch_size: int, method: str) -> Tensor:
     """(N,) bool: ``model`` is certified for label y (every margin z_y - z_j, j != y, has a lower
-    bound > 0) on the ``norm`` ball of radius eps around each x, intersected with the box."""
+    bound > 0) on the ``norm`` ball of radius eps around each x, intersected with the box. The
+    bound is the certification pass (:func:`~tutorial_lib.bounds.certified_bounds`: float64, TF32
+    off), so a float32 rounding error cannot make a certificate."""
     oks = []
+    twin = float64_copy(model)  # once, not per batch
     with torch.no_grad():
         for a in range(0, x.shape[0], batch_size):
             xb, yb = x[a:a + batch_size], y[a:a + batch_size]
-            if method == "dual":
-                low = dual_bounds(model, xb, yb, eps, clip=clip, norm=norm).lower
-            else:
-                low = optimized_dual_bounds(model, xb, yb, eps, clip=clip, norm=norm).lower
+            low = certified_bounds(twin, xb, yb, eps, method=method, clip=clip, norm=norm).lower
             oks.append(is_certified(low))
     return torch.cat(oks) if oks else torch.zeros(0, dtype=torch.bool, device=x.device)
 
