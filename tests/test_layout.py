@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "tutorial_lib"
-CORE = ["data.py", "models.py", "checkpoints.py", "runtime.py", "cascade_model.py", "training", "attacks", "defenses",
-        "bounds"]
+CORE = ["data.py", "models.py", "checkpoints.py", "runtime.py", "cascade_model.py", "stats.py", "training", "attacks",
+        "defenses", "bounds"]
 
 
 def _imports(path: Path):
