@@ -37,8 +37,11 @@ class PGDTrainingLoss(ScheduledEps):
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
         if self.eps > 0:
             alpha = self.alpha * self.eps / self.eps_max
+            # the random start's seed is drawn from torch's global generator, which fit(seed=...) seeds
+            # and a resumed run restores: PGD training is then reproducible (a fresh OS seed was not)
+            seed = int(torch.randint(0, 2 ** 62, (1,)).item())
             with eval_mode(model):
-                x_adv = PGD(self.eps, alpha=alpha, steps=self.steps, seed=None, clip=self.clip)(model, x, y)
+                x_adv = PGD(self.eps, alpha=alpha, steps=self.steps, seed=seed, clip=self.clip)(model, x, y)
         else:
             x_adv = x
         logits = model(x_adv)
