@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from .dual import dual_bounds, estimated_dual_bounds, optimized_dual_bounds
 from .interval import interval_bounds
 from .precision import float64_copy, no_tf32
-from .spec import BoundResult, Eps, check_norm, is_certified
+from .spec import BoundResult, Eps, _check_eps, check_norm, is_certified
 
 __all__ = ["robust_loss", "certified_bounds", "certified_error", "certified_accuracy_vs_eps", "margins_to_logits"]
 
@@ -104,6 +104,8 @@ def certified_error(model: nn.Module, x: Tensor, y: Tensor, eps: Eps,
     if method not in CERTIFY_METHODS:
         raise ValueError(f"method must be 'dual', 'dual-opt' or 'interval'; got {method!r}")
     check_norm(norm)
+    if isinstance(eps, Tensor) and eps.dim() > 0:
+        _check_eps(eps, x, norm)  # against the whole x: the batches' slices of a longer eps would pass
     twin = float64_copy(model)
     n = x.shape[0]
     bs = batch_size or n
