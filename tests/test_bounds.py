@@ -694,7 +694,9 @@ def test_a_new_activation_is_one_class(kind, monkeypatch):
     ib = interval_bounds(net, x, y, eps)
     lp = lp_bounds(net, x, y, eps, pre_bounds=du.pre_bounds).lower
     assert torch.allclose(du.lower, lp, atol=1e-6)      # the LP over the same lines is the dual
-    assert (ib.lower <= du.lower + 1e-9).sum() > 0
+    # the dual is tighter than the interval bound on every margin of this network (by >= 0.03; not a
+    # theorem for every network, but for this seeded one, both kinds)
+    assert (ib.lower <= du.lower + 1e-9).all()
     lo, hi = box(x, eps, (0.0, 1.0))
     g = torch.Generator().manual_seed(0)
     C = margin_spec(y, 3).to(DT)
@@ -703,6 +705,7 @@ def test_a_new_activation_is_one_class(kind, monkeypatch):
         with torch.no_grad():
             vals = net(xs) @ C[n].t()
         assert (du.lower[n] <= vals.min(0).values + 1e-9).all()
+        assert (ib.lower[n] <= vals.min(0).values + 1e-9).all()
     P = prepare(net, x, y, eps, None, (0.0, 1.0))
     D._pre_bounds(P)
     assert patches.applies(P.layers, 3) == cls.parallel

@@ -3,6 +3,8 @@ models.Residual / models.DenseSkip): the soundness chain against the MILP and at
 sampling and attacks (sigmoid, tanh), l2/l1 balls, exact rewrites as one wide Sequential, the
 forward pass of the projections against the backward pass, certified error and the robust loss
 on mnist_residual, and the guards. Float64 tiny networks unless said otherwise."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,6 +15,7 @@ from tutorial_lib.attacks import PGD
 from tutorial_lib.attacks.l1 import SparseL1Descent
 from tutorial_lib.bounds import (
     UnsupportedLayerError,
+    certified_bounds,
     certified_error,
     dual_bounds,
     estimated_dual_bounds,
@@ -368,10 +371,19 @@ def test_mnist_residual_certified_error_and_robust_loss():
     eps = 0.002
     res = dual_bounds(net, x, y, eps)
     assert torch.isfinite(res.lower).all() and len(res.pre_bounds) == 5
-    # the dual is sound: the clean margins are above it
+    # the dual is sound: below the smallest margin an attack and box sampling find in the ball (on a
+    # float64 copy of the same weights). The clean margins are no test: they sit ~2e-3 above the
+    # dual, the attack's ~3e-4 (a bound too high by 1e-3 passed the clean check)
+    net64, x64, C = copy.deepcopy(net).double(), x.double(), margin_spec(y, 10).to(DT)
+    lo, hi = (x64 - eps).clamp(0, 1), (x64 + eps).clamp(0, 1)
+    found = torch.minimum(attack_min(net64, C, lo, hi), spec_values(net64, box_samples(x64, lo, hi), y).min(1).values)
     with torch.no_grad():
-        clean = margin_spec(y, 10).matmul(net(x).unsqueeze(-1)).squeeze(-1)
-    assert (res.lower <= clean + 1e-4).all() and (clean > 0).all()
+        clean = C.matmul(net64(x64).unsqueeze(-1)).squeeze(-1)
+    assert (clean > 0).all() and (found < clean - 1e-3).all()  # the attack moved every margin
+    assert (res.lower.double() <= found + 1e-5).all()  # float32 bound: its rounding is ~1e-6 here
+    cert = certified_bounds(net, x, y, eps).lower  # float64: no rounding slack
+    assert (cert <= found + 1e-9).all()
+    torch.testing.assert_close(cert, res.lower.double(), rtol=0, atol=1e-5)
     want = float((~is_certified(res.lower.detach())).float().mean())
     assert certified_error(net, x, y, eps, batch_size=1) == want
     assert certified_error(net, x, y, 0.0, method="interval") == 0.0  # y is the prediction

@@ -1,5 +1,6 @@
 """A certificate guards itself: inputs, models and solver answers the bounds must refuse
 rather than certify (tutorial_lib.bounds). Tiny networks; float64 unless a test says otherwise."""
+import copy
 import math
 
 import pytest
@@ -9,8 +10,11 @@ from torch import nn
 from tutorial_lib.bounds import (
     SolverError,
     UnsupportedLayerError,
+    certified_accuracy_vs_eps,
+    certified_bounds,
     certified_error,
     dual_bounds,
+    float64_copy,
     interval_bounds,
     is_certified,
     lp_bounds,
@@ -115,19 +119,42 @@ def test_infinite_bounds_are_never_certified():
     assert is_certified(low).tolist() == [False, True, False, False]
 
 
-def test_float16_overflow_never_reports_certified_error_zero():
+def _overflowing_mlp():
+    """mlp() with its weights x300, in float32: its logits (~1e7) overflow float16 (max 65504)."""
     net = mlp(dtype=torch.float32)
     with torch.no_grad():
         for m in net:
             if isinstance(m, nn.Linear):
                 m.weight.mul_(300.0)
-    net = net.half()
+    return net
+
+
+def test_float16_overflow_never_reports_certified_error_zero():
+    """The certificates run on a float64 copy, exact for float16 weights but not for the float16
+    network as run: there the logits overflow, and example 2 is misclassified at x itself (its
+    margins are NaN) while the float64 copy certifies it. So the certificate paths refuse float16
+    models, as the bounds do, instead of certifying a network that is not the one that runs."""
+    net = _overflowing_mlp().half()
     x, y = data(dtype=torch.float16)
-    try:
-        err = certified_error(net, x, y, 0.01)
-    except (ValueError, TypeError):
-        return
-    assert err > 0.0
+    # why a certificate of the copy would be false: the float16 network is broken where the copy is certified
+    with torch.no_grad():
+        z = net(x)
+    margins = z.gather(1, y[:, None]) - z
+    assert not torch.isfinite(margins[2]).all() and int(z[2].argmax()) != int(y[2])
+    exact = dual_bounds(copy.deepcopy(net).double(), x.double(), y, 0.01)
+    assert bool(exact.certified[2])  # what certified_error returned (0.5, example 2 certified) before it refused
+    for call in (lambda: certified_error(net, x, y, 0.01),
+                 lambda: certified_error(net, x, y, 0.01, method="interval"),
+                 lambda: certified_error(net, x.float(), y, 0.01),  # a float32 x does not make the model float32
+                 lambda: certified_bounds(net, x, y, 0.01),
+                 lambda: certified_accuracy_vs_eps(net, x, y, [0.0, 0.01]),
+                 lambda: float64_copy(net),
+                 lambda: robust_loss(net, x, y, 0.01)):
+        with pytest.raises(ValueError, match=r"refuse float16 models.*model\.float\(\)"):
+            call()
+    assert all(p.dtype == torch.float16 for p in net.parameters())  # the caller's model untouched
+    # the same (float16-exact) weights in float32 are certified, on the same float64 copy: the refusal is the dtype's
+    assert certified_error(copy.deepcopy(net).float(), x.float(), y, 0.01) == float((~exact.certified).double().mean())
 
 
 # ---------------------------------------------------------------- 2. the model that runs
@@ -213,6 +240,11 @@ def test_low_precision_models_are_refused(dtype):
     net, (x, y) = mlp(dtype=dtype), data(dtype=dtype)
     with pytest.raises(ValueError, match=r"model\.float\(\)"):
         dual_bounds(net, x, y, 0.05)
+    name = str(dtype).replace("torch.", "")
+    for call in (lambda: certified_error(net, x, y, 0.05), lambda: certified_bounds(net, x, y, 0.05),
+                 lambda: certified_accuracy_vs_eps(net, x, y, [0.05])):  # their float64 copy must not hide the dtype
+        with pytest.raises(ValueError, match=rf"refuse {name} models.*model\.float\(\)"):
+            call()
 
 
 # ---------------------------------------------------------------- 5. MILP answers are checked

@@ -5,6 +5,7 @@ refusals. Float64 tiny networks throughout. The other methods (LP/MILP, optimise
 projections, l2/l1) on blocks: test_bounds_graph.py."""
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tutorial_lib.attacks import PGD
@@ -204,11 +205,85 @@ def test_builders_shapes():
     assert Residual(nn.Identity()).shortcut is None
 
 
+def _ibp_by_hand(net, lo, hi, C):
+    """Interval propagation written directly from the modules of mnist_residual (not through the
+    library's node list): centre/radius through each Conv2d/Linear (radius through |W|), ReLU
+    clamps, the identity-shortcut block adds its input box to its body's; the spec C (N, m, K) is
+    folded into the last Linear. Returns (lower (N, m), the box of every ReLU's input in order)."""
+    pre = []
+
+    def run(mods, lb, ub):
+        for m in mods:
+            if isinstance(m, nn.ReLU):
+                pre.append((lb, ub))
+                lb, ub = lb.clamp(min=0), ub.clamp(min=0)
+            elif isinstance(m, Residual):
+                assert m.shortcut is None
+                bl, bu = run(m.body, lb, ub)
+                lb, ub = bl + lb, bu + ub
+            elif isinstance(m, nn.Flatten):
+                lb, ub = m(lb), m(ub)
+            else:
+                c, r = (ub + lb) / 2, (ub - lb) / 2
+                if isinstance(m, nn.Conv2d):
+                    r = F.conv2d(r, m.weight.abs(), None, m.stride, m.padding)
+                else:
+                    r = r @ m.weight.abs().t()
+                c = m(c)
+                lb, ub = c - r, c + r
+        return lb, ub
+
+    with torch.no_grad():
+        lb, ub = run(net[:-1], lo, hi)
+        c, r = (ub + lb) / 2, (ub - lb) / 2
+        CW = C @ net[-1].weight
+        low = (CW @ c[..., None]).squeeze(-1) - (CW.abs() @ r[..., None]).squeeze(-1) + C @ net[-1].bias
+    return low, pre
+
+
 def test_mnist_residual_bounds_run():
-    net = mnist_residual().to(DT).eval()
-    x = torch.rand(1, 1, 28, 28, dtype=DT)  # interval only (the dual takes seconds on this size)
-    y = net(x).argmax(1)
-    assert (_ibp(net, x, y, 0.0) >= 0).all()
+    """The interval bounds on mnist_residual (the dual takes seconds on this size) against references
+    computed without the library: the forward margins at eps=0, a hand-written interval propagation
+    (every pre-activation box and the bound), and PGD + sampling in the ball (the bound below every
+    margin found, every activation found inside its box). Labels are not the predictions."""
+    net = _init(mnist_residual().to(DT), 0)
+    x, y = _data((1, 28, 28), 3, 5, 10)
+    C = -torch.eye(10, dtype=DT)[None].repeat(3, 1, 1)
+    C[torch.arange(3), :, y] += 1
+    keep = torch.ones(3, 10, dtype=torch.bool)
+    keep[torch.arange(3), y] = False
+    C = C[keep].view(3, 9, 10)  # the margins z_y - z_j, j != y
+    clean = _margins(net, x, y)
+    assert (clean < 0).any() and (clean > 0).any()
+    torch.testing.assert_close(_ibp(net, x, y, 0.0), clean, rtol=1e-12, atol=1e-12)
+    for eps in (0.0, 0.003):
+        res = interval_bounds(net, x, y, eps)
+        lo, hi = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+        low, pre = _ibp_by_hand(net, lo, hi, C)
+        assert len(res.pre_bounds) == len(pre) == 5
+        for (lb, ub), (lh, uh) in zip(res.pre_bounds, pre):
+            torch.testing.assert_close(lb, lh, rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(ub, uh, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(res.lower, low, rtol=1e-10, atol=1e-10)
+    # soundness in the ball (eps = 0.003): attacks and samples stay above the bound and inside the boxes
+    emp = _empirical_min(net, x, y, eps, 400, 0)
+    assert (emp < clean).all()  # the attack did move the margins
+    assert (res.lower <= emp + 1e-9).all()
+    g = torch.Generator().manual_seed(1)
+    base = x.repeat_interleave(32, 0)
+    pts = torch.cat([PGD(eps, steps=30, seed=0)(net, x, y),
+                     (base + eps * (2 * torch.rand(base.shape, generator=g, dtype=DT) - 1)).clamp(0, 1)])
+    idx = torch.cat([torch.arange(3), torch.arange(3).repeat_interleave(32)])  # the example each point is around
+    acts = []
+    hooks = [m.register_forward_hook(lambda m, i, o: acts.append(i[0].detach()))
+             for m in net.modules() if isinstance(m, nn.ReLU)]
+    with torch.no_grad():
+        net(pts)
+    for h in hooks:
+        h.remove()
+    assert len(acts) == 5
+    for a, (lb, ub) in zip(acts, res.pre_bounds):
+        assert (a >= lb[idx] - 1e-9).all() and (a <= ub[idx] + 1e-9).all()
 
 
 # (6) refusals ---------------------------------------------------------------------------

@@ -27,6 +27,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from .spec import _LOW_PRECISION
+
 __all__ = ["no_tf32", "float64_copy"]
 
 
@@ -67,8 +69,15 @@ def no_tf32() -> Iterator[None]:
 def float64_copy(model: nn.Module) -> nn.Module:
     """A float64 copy of ``model`` for a certification pass: same modules and mode (train/eval),
     parameters and floating buffers cast to float64 (float32 values are exact in float64), no
-    gradients. The caller's model is not changed. A model already in float64 is returned as is."""
+    gradients. The caller's model is not changed. A model already in float64 is returned as is.
+    float16/bfloat16 models are refused (ValueError), as every bound method refuses them."""
     floats = [t for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point()]
+    low = [t.dtype for t in floats if t.dtype in _LOW_PRECISION]
+    if low:  # the float64 twin would certify the exact network, not the float16 one that runs
+        raise ValueError(f"certificates refuse {str(low[0]).replace('torch.', '')} models: the "
+                         "model as run rounds and overflows where its float64 copy does not, so a "
+                         "certificate of the copy says nothing about it; call model.float() (or "
+                         ".double()) first")
     if all(t.dtype == torch.float64 for t in floats):
         return model
     twin = copy.deepcopy(model).to(torch.float64)
