@@ -48,7 +48,7 @@ lab: data
 test: $(STAMP)
 	MPLBACKEND=Agg $(PY) -m pytest --nbval-lax tests notebooks
 
-# The notebooks under other float rounding (oneDNN convs off, float64 matmuls, one thread): every
+# The notebooks under other float rounding (one thread, oneDNN off, TF32-sized conv errors): every
 # checked output must stay the same (tests/portability; CI runs it after make test). As long as nbval.
 test-portability: $(STAMP)
 	PORTABILITY_CHECK=1 MPLBACKEND=Agg $(PY) -m pytest tests/portability -v

@@ -9,7 +9,8 @@ reproduces (CONTRIBUTING.md, "What a checked output may contain"). Two checks:
 * static (always): no checked cell runs a live attack or a training run;
 * dynamic (``make test-portability``, run by CI after ``make test``): every notebook is run under
   nbval in kernels whose float rounding was changed by ``perturb_floats.py`` (oneDNN convolutions
-  off, float64-accumulated matrix products, one thread), and every checked output must still
+  off, float64-accumulated matrix products, one thread, TF32-sized errors on the models'
+  convolutions, ulp jitter elsewhere), and every checked output must still
   equal the stored one. About as long as the notebooks' own nbval run, so ``make test`` skips it.
 """
 import json
