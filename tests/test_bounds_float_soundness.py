@@ -204,3 +204,25 @@ def test_float64_certificates_of_the_shipped_cnn_match_float32(norm, eps, mnist_
     low64 = certified_bounds(net, x, y, eps, norm=norm).lower
     assert torch.equal((low32 > 0).all(1), (low64 > 0).all(1))
     assert (low32.double() - low64).abs().max() < 1e-4 * max(1.0, float(low64.abs().max()))
+
+
+def test_every_bound_method_checks_the_model_with_tf32_off(monkeypatch, tf32_state):
+    """The check that the model equals the composition of its layers (bounds.spec.prepare) runs
+    inside every method with TF32 off: with TF32 on a GPU the two differ by ~1e-3 and the bounds of
+    a plain model would be refused (estimated_dual_bounds, lp/milp and node_bounds ran outside)."""
+    from tutorial_lib.bounds import estimated_dual_bounds, lp_bounds, milp_bounds, node_bounds, spec
+    torch.set_float32_matmul_precision("high")
+    B.cudnn.allow_tf32 = True
+    seen = []
+    real = spec._check_layers_reproduce_model
+    monkeypatch.setattr(spec, "_check_layers_reproduce_model",
+                        lambda *a, **k: (seen.append(_flags()), real(*a, **k))[1])
+    net, x, y = _small_mlp(0)
+    calls = [lambda: estimated_dual_bounds(net, x, y, 0.01, proj=5), lambda: lp_bounds(net, x[:1], y[:1], 0.01),
+             lambda: milp_bounds(net, x[:1], y[:1], 0.01), lambda: node_bounds(net, x, 0.01),
+             lambda: dual_bounds(net, x, y, 0.01)]
+    for call in calls:
+        n = len(seen)
+        call()
+        assert len(seen) > n and all(s == (False, False, "highest") for s in seen[n:])
+    assert _flags() == (True, True, "high")

@@ -50,7 +50,7 @@ from .activations import DualActivation
 from .base import DualLayer
 from .joins import DualJoin
 from .layers import _numel, last_uses
-from .precision import no_tf32
+from .precision import no_tf32, without_tf32
 from .spec import Ball, BoundResult, Eps, PreBounds, Problem, check_norm, check_pre_bounds, prepare
 
 __all__ = ["dual_bounds", "optimized_dual_bounds", "estimated_dual_bounds"]
@@ -456,6 +456,7 @@ _L1_PROJ_MSG = ("random projections are not available for norm='l1': the input t
                 "proj=None (exact bounds)")
 
 
+@without_tf32
 def estimated_dual_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
                           spec: Optional[Tensor] = None,
                           clip: Optional[Tuple[float, float]] = (0.0, 1.0), proj: int = 50,

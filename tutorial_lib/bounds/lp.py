@@ -44,6 +44,7 @@ from .base import DualLayer, UnsupportedLayerError
 from .dual import _pre_bounds
 from .joins import DualJoin
 from .layers import _numel
+from .precision import without_tf32
 from .spec import Ball, BoundResult, Eps, PreBounds, Problem, check_norm, check_pre_bounds, prepare
 
 NumpyBounds = List[Tuple[np.ndarray, np.ndarray]]  # per activation: (l, u) float64 (n,)
@@ -761,6 +762,7 @@ _L2_MILP_MSG = ("milp_bounds cannot do norm='l2': the l2 ball is a second-order 
                 "lp_bounds or dual_bounds (sound, not exact) or norm='l1' / 'linf'")
 
 
+@without_tf32
 def lp_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
               spec: Optional[Tensor] = None, clip: Optional[Tuple[float, float]] = (0.0, 1.0),
               pre_bounds: Optional[Sequence[Tuple[Tensor, Tensor]]] = None,
@@ -807,6 +809,7 @@ def lp_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
                        norm=P.norm, conditional_on_user_bounds=pre_bounds is not None)
 
 
+@without_tf32
 def milp_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps,
                 spec: Optional[Tensor] = None, clip: Optional[Tuple[float, float]] = (0.0, 1.0),
                 pre_bounds: Optional[Sequence[Tuple[Tensor, Tensor]]] = None,

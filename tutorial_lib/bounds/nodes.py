@@ -18,6 +18,7 @@ from .activations import DualActivation
 from .base import DualLayer
 from .dual import _pre_bounds, _value_bounds
 from .interval import _interval_boxes, _interval_node
+from .precision import without_tf32
 from .spec import Eps, prepare
 
 __all__ = ["node_bounds"]
@@ -25,6 +26,7 @@ __all__ = ["node_bounds"]
 METHODS = ("dual", "interval")
 
 
+@without_tf32
 def node_bounds(model: nn.Module, x: Tensor, eps: Eps, clip: Optional[Tuple[float, float]] = (0.0, 1.0),
                 method: str = "dual", norm: str = "linf",
                 max_rows: Optional[int] = None) -> List[Tuple[DualLayer, Tensor, Tensor]]:

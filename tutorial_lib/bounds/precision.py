@@ -21,15 +21,16 @@ floating point, and two kinds of rounding can push it above its exact value:
 from __future__ import annotations
 
 import copy
+import functools
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
 from .spec import _LOW_PRECISION
 
-__all__ = ["no_tf32", "float64_copy"]
+__all__ = ["no_tf32", "without_tf32", "float64_copy"]
 
 
 @contextmanager
@@ -64,6 +65,17 @@ def no_tf32() -> Iterator[None]:
             B.cudnn.allow_tf32 = saved[1]
         else:
             B.cuda.matmul.fp32_precision, B.cudnn.conv.fp32_precision = saved
+
+
+def without_tf32(fn: Callable) -> Callable:
+    """``fn`` run inside :func:`no_tf32`: for the bound methods whose consistency check (the model
+    against the composition of its layers) and bound must see full float32 convolutions and
+    matmuls on a GPU, where TF32 (10-bit mantissa) would change them by ~1e-3."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with no_tf32():
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 def float64_copy(model: nn.Module) -> nn.Module:
