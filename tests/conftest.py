@@ -30,6 +30,22 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture
+def plain(monkeypatch):
+    """A callable that runs its argument with the bounds' fast paths switched off (the dense pass:
+    no receptive-field windows, the ReLU's constant terms over every neuron), the reference the
+    fast paths are tested against."""
+    from tutorial_lib.bounds import patches
+    from tutorial_lib.bounds.activations import DualActivation, DualReLU
+
+    def run(fn):
+        with monkeypatch.context() as m:
+            m.setattr(patches, "applies", lambda layers, i: False)
+            m.setattr(DualReLU, "_intercept_dots", DualActivation._intercept_dots)
+            return fn()
+    return run
+
+
 @pytest.fixture(scope="session")
 def mnist_test():
     """First 1000 MNIST test images (needs the data: $ROBUSTNESS_DATA_DIR or the cache)."""

@@ -18,24 +18,13 @@ from bound_checks import attack_min
 from torch import nn
 
 from tutorial_lib.bounds import dual_bounds, interval_bounds, optimized_dual_bounds, patches
-from tutorial_lib.bounds.activations import DualActivation, DualReLU
+from tutorial_lib.bounds.activations import DualActivation
 from tutorial_lib.bounds.layers import build_layers
 from tutorial_lib.models import DenseSkip, Residual
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 DT = torch.float64
-
-
-@pytest.fixture
-def plain(monkeypatch):
-    """A callable that runs its argument with the fast paths switched off (the dense pass)."""
-    def run(fn):
-        with monkeypatch.context() as m:
-            m.setattr(patches, "applies", lambda layers, i: False)
-            m.setattr(DualReLU, "_intercept_dots", DualActivation._intercept_dots)
-            return fn()
-    return run
 
 
 def _corners(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:

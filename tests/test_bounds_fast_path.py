@@ -23,17 +23,6 @@ from tutorial_lib.models import Residual, mnist_small
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture
-def plain(monkeypatch):
-    """A callable that runs its argument with the fast paths switched off."""
-    def run(fn):
-        with monkeypatch.context() as m:
-            m.setattr(patches, "applies", lambda layers, i: False)
-            m.setattr(DualReLU, "_intercept_dots", DualActivation._intercept_dots)
-            return fn()
-    return run
-
-
 def _trained(n):
     net = load_checkpoint("mnist_small_robust")[0]
     x, y = D.test_subset("mnist", n)

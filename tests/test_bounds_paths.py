@@ -44,24 +44,13 @@ from tutorial_lib.bounds import (
     optimized_dual_bounds,
     patches,
 )
-from tutorial_lib.bounds.activations import DualActivation, DualReLU
+from tutorial_lib.bounds.activations import DualActivation
 from tutorial_lib.bounds.layers import build_layers, is_chain
 from tutorial_lib.checkpoints import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 DT = torch.float64
-
-
-@pytest.fixture
-def plain(monkeypatch):
-    """A callable that runs its argument with the fast paths switched off (the dense pass)."""
-    def run(fn):
-        with monkeypatch.context() as m:
-            m.setattr(patches, "applies", lambda layers, i: False)
-            m.setattr(DualReLU, "_intercept_dots", DualActivation._intercept_dots)
-            return fn()
-    return run
 
 
 # ---------------------------------------------------------------- shared helpers
