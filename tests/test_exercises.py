@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import tutorial_lib.exercises as exercises
 
@@ -96,3 +97,37 @@ def test_every_checker_has_a_reference_solution_and_a_test():
 def test_every_exercise_module_exists():
     for name in exercises.MODULES:
         importlib.import_module(f"tutorial_lib.exercises.{name}")
+
+
+def test_checker_refuses_a_forbidden_library_call_under_any_name():
+    from tutorial_lib.attacks import PGD, pgd as pgd_module
+    from tutorial_lib.exercises.checking import Checker
+
+    alias = pgd_module.PGD
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    x, y = torch.rand(2, 1, 2, 2), torch.tensor([0, 1])
+
+    def cheat(m, x, y):
+        return alias(0.1, steps=2)(m, x, y)
+
+    checker = Checker("attack", cheat, verbose=False, forbid=[PGD])
+    assert checker.call("two images", model, x, y) is None
+    result = checker.finish()
+    assert not result.passed and "PGD" in result.problems[0] and "yourself" in result.problems[0]
+
+    def honest(m, x, y):
+        x = x.clone().requires_grad_(True)
+        torch.nn.functional.cross_entropy(m(x), y).backward()
+        return (x + 0.1 * x.grad.sign()).clamp(0, 1).detach()
+
+    checker = Checker("attack", honest, verbose=False, forbid=[PGD])
+    assert checker.call("two images", model, x, y) is not None
+    assert checker.finish().passed
+    assert sys.getprofile() is None  # the watcher is removed after the call
+
+
+def test_checker_forbid_rejects_what_it_cannot_watch():
+    from tutorial_lib.exercises.checking import Checker
+
+    with pytest.raises(TypeError):
+        Checker("x", lambda: None, forbid=[3])

@@ -19,6 +19,8 @@ Writing a checker::
 """
 from __future__ import annotations
 
+import inspect
+import sys
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -64,10 +66,37 @@ class CheckResult:
             print(self)
 
 
-class Checker:
-    """Collects the checks of one exercise. ``verbose=False`` keeps it quiet (tests)."""
+def _code_objects(target) -> set:
+    """The code objects a forbidden target runs: a function's own, or every method of a class."""
+    if inspect.isclass(target):
+        codes = set()
+        for klass in target.__mro__:
+            if klass.__module__.split(".")[0] != "tutorial_lib":
+                continue
+            for member in vars(klass).values():
+                if isinstance(member, (staticmethod, classmethod)):
+                    member = member.__func__
+                if isinstance(member, property):
+                    member = member.fget
+                member = inspect.unwrap(member) if callable(member) else member
+                if hasattr(member, "__code__"):
+                    codes.add(member.__code__)
+        return codes
+    if callable(target) and hasattr(inspect.unwrap(target), "__code__"):
+        return {inspect.unwrap(target).__code__}
+    raise TypeError(f"cannot forbid {target!r}: give a function or a class of tutorial_lib")
 
-    def __init__(self, name: str, student_fn: Callable, verbose: bool = True):
+
+class Checker:
+    """Collects the checks of one exercise. ``verbose=False`` keeps it quiet (tests).
+
+    ``forbid``: library functions or classes whose use would answer the exercise by one call
+    (e.g. the attack the exercise asks the student to write). While the student's function runs,
+    a profiler watches for their code; a call to any of them fails the case, in words, whatever
+    name the student imported it under.
+    """
+
+    def __init__(self, name: str, student_fn: Callable, verbose: bool = True, forbid=()):
         if not callable(student_fn):
             raise TypeError(f"check_{name} expects your function itself, e.g. check_{name}({name}), "
                             f"not {type(student_fn).__name__}")
@@ -75,20 +104,51 @@ class Checker:
         self.problems: list = []
         self.cases = 0
         self.started = True
+        self._forbidden = {}
+        for target in forbid:
+            codes = _code_objects(target)
+            label = f"{target.__module__}.{target.__qualname__}"
+            self._forbidden.update({code: label for code in codes})
+
+    def _run(self, args, kwargs, seen: set):
+        """The student's call; with forbidden targets, watched by a profiler (calls only) that
+        adds the label of every forbidden target it sees to ``seen``."""
+        if not self._forbidden:
+            return self.fn(*args, **kwargs)
+        previous = sys.getprofile()
+
+        def watch(frame, event, arg):
+            if event == "call" and frame.f_code in self._forbidden:
+                seen.add(self._forbidden[frame.f_code])
+
+        sys.setprofile(watch)
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            sys.setprofile(previous)
 
     def call(self, case: str, *args, **kwargs) -> Any:
         """Run the student's function on one case; None when it raised (the reason is recorded)."""
         if not self.started:
             return None
+        used: set = set()
         try:
             with torch.no_grad() if kwargs.pop("_no_grad", False) else _nullcontext():
-                return self.fn(*args, **kwargs)
+                out = self._run(args, kwargs, used)
+            if not used:
+                return out
         except NotImplementedError:
-            self.started = False
-        except Exception as err:  # the student's bug, reported in words
-            where = traceback.extract_tb(err.__traceback__)[-1]
-            self.problems.append(f"on {case}, your function raised {type(err).__name__}: {err} "
-                                 f"(line {where.lineno}: `{(where.line or '').strip()}`)")
+            if not used:
+                self.started = False
+        except Exception as err:  # the student's bug, reported in words (unless a forbidden call explains it)
+            if not used:
+                where = traceback.extract_tb(err.__traceback__)[-1]
+                self.problems.append(f"on {case}, your function raised {type(err).__name__}: {err} "
+                                     f"(line {where.lineno}: `{(where.line or '').strip()}`)")
+        if used:
+            self.problems.append(
+                f"on {case}, your function calls the library's own {', '.join(sorted(used))}: this exercise "
+                f"asks you to write that part yourself (the checker compares your version with the library's)")
         return None
 
     def require(self, condition, problem: str) -> bool:
