@@ -15,7 +15,7 @@ import tutorial_lib.exercises as exercises
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-HEADER = re.compile(r"^\*\*Exercise (\d+) \((predict|implement|explore)\)\*\*")
+HEADER = re.compile(r"^\*\*Exercise (\d+) \((predict|implement|explore|prove)\)\*\*")
 sys.path.insert(0, str(ROOT / "notebooks"))
 
 
@@ -56,8 +56,9 @@ def test_each_exercise_has_its_parts(path):
         code = [(t, s) for k, t, s in body if k == "code"]
         where = f"{path.name}, exercise {number} ({kind})"
         if kind == "predict":
-            assert any("answer" in t for t, _ in code), f"{where}: no cell tagged 'answer'"
-        elif kind == "explore":
+            assert code and "answer" in code[0][0], \
+                f"{where}: the first code cell after the question must be its 'answer' (no cell between them)"
+        elif kind in ("explore", "prove"):
             assert any(k == "markdown" and "solution" in t for k, t, _ in body), \
                 f"{where}: no 'solution' markdown with the expected answer"
         else:
