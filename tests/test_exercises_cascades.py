@@ -84,3 +84,22 @@ def test_the_sound_rule_holds_on_sampled_points_of_the_ball():
 def test_wrong_shape_and_type_are_reported():
     assert "shape" in _problems(lambda stages, x, y, eps: torch.ones(3, dtype=torch.bool))
     assert "torch.Tensor" in _problems(lambda stages, x, y, eps: [True] * len(y))
+
+
+def test_a_one_call_answer_with_the_library_fails():
+    """certify_cascade(...).sound (or sound_certified under any name) answers the exercise in one call:
+    the checker refuses it in words, on every case."""
+    from tutorial_lib.defenses import Cascade, certify_cascade
+    from tutorial_lib.defenses import sound_certified as renamed
+
+    def via_certify(stages, x, y, eps):
+        return certify_cascade(Cascade(list(stages), eps), x, y).sound
+
+    def via_sound(stages, x, y, eps):
+        return renamed(Cascade(list(stages), eps), x, y)
+
+    for fn, label in ((via_certify, "certify_cascade"), (via_sound, "sound_certified")):
+        result = check_sound_cascade_certificate(fn, verbose=False)
+        assert result.started and not result.passed
+        assert len(result.problems) == 3, result.problems
+        assert all("library's own" in p and label in p for p in result.problems), result.problems

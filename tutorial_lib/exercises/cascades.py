@@ -3,7 +3,9 @@
 * :func:`check_sound_cascade_certificate` -- a sound certificate for the paper's cascade (answer
   with the first stage that certifies its own prediction on the l_inf ball around the input, else
   the last stage): every stage predicts y at x itself, and the last stage is certified for y on
-  the ball around x (exact dual bound, pixel box [0, 1]).
+  the ball around x (exact dual bound, pixel box [0, 1]). The library's own sound certificate
+  (``defenses.sound_certified``, ``certify_cascade`` and their helper) is forbidden in the student's
+  function: calling it fails the case in words.
 """
 from __future__ import annotations
 
@@ -13,9 +15,13 @@ import torch
 from torch import nn
 
 from .. import bounds
+from ..defenses import cascade as _library
 from .checking import Checker, CheckResult
 
 __all__ = ["check_sound_cascade_certificate"]
+
+#: what answers the exercise in one call: the library's sound certificate (any name it is imported under)
+FORBIDDEN = (_library.sound_certified, _library.certify_cascade, _library._sound_parts)
 
 
 def _certified(model: nn.Module, x: torch.Tensor, label: torch.Tensor, eps: float) -> torch.Tensor:
@@ -121,8 +127,9 @@ def _compare(checker: Checker, case: str, got, stages, x, y, eps: float) -> None
 def check_sound_cascade_certificate(student_fn: Callable, verbose: bool = True) -> CheckResult:
     """Check ``sound_cascade_certificate(stages, x, y, eps) -> (N,) bool`` on three-stage cascades
     of tiny random 2-D networks (seeds 4 and 7, 300 points each, eps 0.05 and 0.15, some labels wrong on purpose)
-    and on a two-stage cascade of shipped MNIST models (12 test images, eps 0.1)."""
-    checker = Checker("sound_cascade_certificate", student_fn, verbose)
+    and on a two-stage cascade of shipped MNIST models (12 test images, eps 0.1). A function that calls
+    the library's own sound certificate (:data:`FORBIDDEN`) fails: the exercise is to write it."""
+    checker = Checker("sound_cascade_certificate", student_fn, verbose, forbid=FORBIDDEN)
     for seed, eps in ((4, 0.05), (7, 0.15)):
         stages, x, y = _toy_case(seed)
         case = f"three tiny 2-D stages (seed {seed}), eps = {eps}"
