@@ -105,3 +105,16 @@ def test_cw_loss_error_is_reported_not_raised():
     result = check_cw_loss(broken, verbose=False)
     assert not result.passed and result.started
     assert "IndexError" in _problems(result)
+
+
+# ---------------------------------------------------------------- a one-call answer is refused
+
+def test_cw_loss_from_the_library_margin_fails():
+    from tutorial_lib.attacks import margin as library_margin
+
+    def one_call(logits, y, kappa=float("inf")):
+        return (-library_margin(logits, y)).clamp(max=kappa)
+
+    result = check_cw_loss(one_call, verbose=False)
+    assert result.started and not result.passed
+    assert "calls the library's own" in _problems(result)

@@ -145,3 +145,31 @@ def test_project_l2_zero_perturbation_nan_fails():
     result = check_project_l2(unguarded, verbose=False)
     assert not result.passed
     assert "norm 0" in _problems(result)
+
+
+# ---------------------------------------------------------------- one-call answers are refused
+
+def test_fgsm_from_the_library_fails():
+    from tutorial_lib.attacks import FGSM as OneStep, PGD
+
+    def one_call(model, x, y, eps):
+        return OneStep(eps)(model, x, y)
+
+    def one_step_pgd(model, x, y, eps):
+        return PGD(eps, alpha=eps, steps=1, random_start=False)(model, x, y)
+
+    for answer in (one_call, one_step_pgd):
+        result = check_fgsm(answer, verbose=False)
+        assert result.started and not result.passed
+        assert "calls the library's own" in _problems(result)
+
+
+def test_project_l2_from_the_library_fails():
+    from tutorial_lib.attacks import PGD
+
+    def one_call(x_adv, x, eps):
+        return PGD(eps, norm="l2").project(x_adv, x)
+
+    result = check_project_l2(one_call, verbose=False)
+    assert result.started and not result.passed
+    assert "calls the library's own" in _problems(result)

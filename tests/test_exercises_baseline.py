@@ -140,3 +140,31 @@ def test_accuracy_returning_a_tensor_fails():
     result = check_accuracy(tensor, verbose=False)
     assert not result.passed
     assert ".item()" in _problems(result)
+
+
+# ---------------------------------------------------------------- one-call answers are refused
+
+def test_noise_from_the_library_pgd_fails():
+    from tutorial_lib.attacks import PGD as Attack  # any name: the checker watches the code, not the name
+
+    def one_call(x, eps, generator):
+        return Attack(eps)._random_start(x, generator)
+
+    result = check_uniform_noise_in_ball(one_call, verbose=False)
+    assert result.started and not result.passed
+    assert "calls the library's own" in _problems(result)
+
+
+def test_accuracy_from_the_library_fails():
+    from tutorial_lib import training
+
+    def one_call(model, x, y, batch_size=100):
+        return training.accuracy(model, (x, y))
+
+    def via_predict(model, x, y, batch_size=100):
+        return (training.predict(model, x, batch_size) == y).float().mean().item()
+
+    for answer in (one_call, via_predict):
+        result = check_accuracy(answer, verbose=False)
+        assert result.started and not result.passed
+        assert "calls the library's own" in _problems(result)

@@ -2,7 +2,8 @@
 CW+ attacks.
 
 ``check_cw_loss(cw_loss)`` -- ``cw_loss(logits, y, kappa=inf) -> (N,)``, the loss that
-:class:`~tutorial_lib.attacks.MarginPGD` maximises: ``min(max_{j != y} z_j - z_y, kappa)``.
+:class:`~tutorial_lib.attacks.MarginPGD` maximises: ``min(max_{j != y} z_j - z_y, kappa)``. A function
+that calls the library's ``attacks.margin`` (or MarginPGD's loss), under any name, fails.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Callable
 import torch
 
 from ..attacks import PGD, MarginPGD, margin
+from ..attacks.base import _margin_to
 from ..checkpoints import load_checkpoint
 from ..data import test_subset
 from .checking import Checker, CheckResult
@@ -99,7 +101,8 @@ def check_cw_loss(student_fn: Callable, verbose: bool = True) -> CheckResult:
     PGD needs, and PGD-10 on the shipped PGD-trained model driven by your loss, against the
     library's :class:`~tutorial_lib.attacks.MarginPGD` (CW and CW+).
     """
-    checker = Checker("cw_loss", student_fn, verbose)
+    # the library's margin (and MarginPGD's objective built on it) would answer the exercise in one call
+    checker = Checker("cw_loss", student_fn, verbose, forbid=[margin, _margin_to, MarginPGD._loss])
     # 1. three hand-made examples, 4 classes: correct with margin 2, wrong by 1.5, a tie
     logits = torch.tensor([[3.0, 1.0, 0.5, -1.0], [0.0, 2.5, 1.0, 1.0], [1.0, 1.0, 0.0, -2.0]])
     y = torch.tensor([0, 2, 1])

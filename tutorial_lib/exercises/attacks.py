@@ -2,7 +2,8 @@
 
 Both run on small synthetic cases (seeded images, the shipped natural model; no data set
 needed) and compare with the library: :class:`tutorial_lib.attacks.FGSM` and the l2 projection
-of :class:`tutorial_lib.attacks.PGD` (``PGD(eps, norm="l2").project``).
+of :class:`tutorial_lib.attacks.PGD` (``PGD(eps, norm="l2").project``). A student's function that
+calls those (under any name) fails: the exercise is to write them.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..attacks import FGSM, PGD
+from ..attacks.base import NormBallAttack
 from ..checkpoints import load_checkpoint
 from .checking import Checker, CheckResult
 
@@ -36,7 +38,8 @@ def check_fgsm(student_fn: Callable, verbose: bool = True) -> CheckResult:
     """Check ``fgsm(model, x, y, eps) -> x_adv``: one step of size eps along the sign of the input
     gradient of the cross-entropy, clamped to [0, 1]; compared with ``FGSM(eps)(model, x, y)`` on
     the shipped natural model."""
-    checker = Checker("fgsm", student_fn, verbose)
+    # a one-call answer (the library's FGSM, or a one-step PGD) would not be the student's own FGSM
+    checker = Checker("fgsm", student_fn, verbose, forbid=[FGSM, PGD])
     model, _ = load_checkpoint("mnist_small_natural", device="cpu")
     x = _images(8, seed=200)
     with torch.no_grad():
@@ -122,7 +125,8 @@ def check_project_l2(student_fn: Callable, verbose: bool = True) -> CheckResult:
     """Check ``project_l2(x_adv, x, eps) -> x_proj``: per example, shrink delta = x_adv - x to l2 norm
     eps if it is longer (leave it if not), then clamp to [0, 1]; compared with
     ``PGD(eps, norm="l2").project(x_adv, x)``."""
-    checker = Checker("project_l2", student_fn, verbose)
+    # the library's projection (NormBallAttack.project, which every PGD calls) would answer it in one call
+    checker = Checker("project_l2", student_fn, verbose, forbid=[NormBallAttack.project])
     for eps, seed in ((1.0, 300), (2.5, 310)):
         x_adv, x = _l2_case(eps, seed)
         saved = (x_adv.clone(), x.clone())

@@ -1,7 +1,8 @@
 """Checkers of notebook 00 (set-up and baseline): ``uniform_noise_in_ball`` and ``accuracy``.
 
 Both run on small synthetic cases (seeded, no data set needed) and compare with the library:
-the random start of :class:`tutorial_lib.attacks.PGD` and :func:`tutorial_lib.training.accuracy`.
+the random start of :class:`tutorial_lib.attacks.PGD` and :func:`tutorial_lib.training.accuracy`. A
+student's function that calls those (or ``training.predict``), under any name, fails.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from ..attacks import PGD
-from ..runtime import accuracy as library_accuracy
+from ..runtime import accuracy as library_accuracy, predict as library_predict
 from .checking import Checker, CheckResult
 
 __all__ = ["check_uniform_noise_in_ball", "check_accuracy"]
@@ -33,7 +34,8 @@ def check_uniform_noise_in_ball(student_fn: Callable, verbose: bool = True) -> C
     Expected: ``x + eps * (2u - 1)`` with ``u = torch.rand(x.shape, generator=generator)``, clamped
     to [0, 1]: exactly the random start of ``PGD(eps)`` (l-inf) from the same seed.
     """
-    checker = Checker("uniform_noise_in_ball", student_fn, verbose)
+    # PGD draws this very noise as its random start: calling it would answer the exercise in one call
+    checker = Checker("uniform_noise_in_ball", student_fn, verbose, forbid=[PGD])
     x = _images(6, seed=100)  # a seed the noise generators below do not use
     for eps, seed in ((0.3, 0), (0.1, 1)):
         x_before = x.clone()
@@ -112,7 +114,7 @@ def check_accuracy(student_fn: Callable, verbose: bool = True) -> CheckResult:
     whose predicted class (argmax of the logits) equals the label, computed in eval mode, without
     gradients, in batches of at most ``batch_size``; compared with
     :func:`tutorial_lib.training.accuracy`."""
-    checker = Checker("accuracy", student_fn, verbose)
+    checker = Checker("accuracy", student_fn, verbose, forbid=[library_accuracy, library_predict])
     model = _dropout_model()
     x = _images(250, seed=101)
     g = torch.Generator().manual_seed(2)
