@@ -1,6 +1,7 @@
 import pytest
 
-from tutorial_lib.studies.capacity import capacity_recipe, capacity_sweep, load_capacity_results
+from tutorial_lib.stats import format_rate
+from tutorial_lib.studies.capacity import capacity_recipe, capacity_sweep, capacity_table, load_capacity_results
 
 
 def test_tiny_sweep_trains_every_width_and_method(shared_dir):
@@ -24,3 +25,13 @@ def test_shipped_results_show_capacity_helps_pgd_training():
 def test_bad_method():
     with pytest.raises(ValueError):
         capacity_recipe(1, "fgsm")
+
+
+def test_capacity_table_gives_every_rate_its_interval():
+    res = load_capacity_results()
+    table = capacity_table(res)
+    assert len(table.rows) == len(res["rows"])
+    first = res["rows"][0]
+    assert table.column("clean")[0] == format_rate(first["clean"], res["n_eval"])
+    assert all("[" in cell for cell in table.column("PGD-40") + table.column("clean"))
+    assert str(round(sum(r["train_seconds"] for r in res["rows"]))) in table.notes

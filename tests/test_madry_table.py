@@ -101,3 +101,17 @@ def test_format_with_intervals():
     assert lines[2].split()[3:] == ["0.0", "[0.0,", "3.7]", "100.0", "[96.3,", "100.0]", "-"]
     with pytest.raises(ValueError, match="not a count"):
         format_table({ROWS[0]: {"a": 0.505}}, ["a"], n=100)
+
+
+def test_table_view_for_the_notebook():
+    from tutorial_lib.studies.madry_table import table_view
+
+    table = {ROWS[0]: {"a": 0.5, "b": None}, Row("PGD", 100, 3, "A"): {"a": 0.0, "b": 1.0}}
+    view = table_view(table, ["a", "b"], n=100, headers=["ours", "other"], caption="c")
+    assert view.header[:3] == ["attack (source)", "ours", "other"] and view.header[3].startswith("paper")
+    assert view.rows[0] == ["natural", "50.0 % [40.4, 59.6]", "-", "98.8 %"]
+    assert view.rows[1] == ["PGD-100 x3 (A)", "0.0 % [0.0, 3.7]", "100.0 % [96.3, 100.0]", "-"]
+    assert "<table>" in view._repr_html_() and view.caption == "c"
+    assert len(table_view(table, ["a"], n=100, paper=False).header) == 2
+    with pytest.raises(ValueError, match="not a count"):
+        table_view({ROWS[0]: {"a": 0.505}}, ["a"], n=100)

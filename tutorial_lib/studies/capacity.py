@@ -18,9 +18,11 @@ from ..attacks import PGD, evaluate
 from ..checkpoints import load_checkpoint
 from ..data import REPO_ROOT, test_subset
 from ..models import build_model
+from ..stats import format_rate
 from ..training.recipes import run_recipe
+from ..viz.tables import Table
 
-__all__ = ["capacity_recipe", "capacity_sweep", "load_capacity_results", "RESULTS_PATH"]
+__all__ = ["capacity_recipe", "capacity_sweep", "load_capacity_results", "capacity_table", "RESULTS_PATH"]
 
 RESULTS_PATH = REPO_ROOT / "data" / "results" / "capacity.json"
 METHODS = ("natural", "pgd")
@@ -85,6 +87,21 @@ def load_capacity_results(path=RESULTS_PATH) -> Dict[str, Any]:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing; produce it with `python -m tutorial_lib.studies.capacity`")
     return json.loads(path.read_text())
+
+
+def capacity_table(results: Dict[str, Any], caption: Optional[str] = None) -> Table:
+    """The sweep as a :class:`~tutorial_lib.viz.tables.Table`: per width and method the parameter
+    count, the accuracy clean and under PGD-40 on the ``n_eval`` images of the sweep, each with its
+    95 % Wilson interval (:func:`~tutorial_lib.stats.format_rate`), and the training time in seconds
+    (as recorded by the run that produced ``results``, on its machine)."""
+    n = results["n_eval"]
+    rows = [[f"{r['width']:g}", f"{r['params']:,}", r["method"], format_rate(r["clean"], n),
+             format_rate(r["PGD-40"], n), f"{r['train_seconds']:.0f}"] for r in results["rows"]]
+    total = sum(r["train_seconds"] for r in results["rows"])
+    notes = (f"accuracy on the first {n:,} MNIST test images with its 95 % interval; PGD-40 at eps = "
+             f"{results['eps']:g}; {results['epochs']} training epochs each; training took {total:.0f} s in all")
+    return Table(["width", "parameters", "training", "clean", "PGD-40", "train s"], rows, caption=caption,
+                 notes=notes)
 
 
 def main(argv=None) -> None:

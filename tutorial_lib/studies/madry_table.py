@@ -30,9 +30,10 @@ import torch
 from torch import nn
 
 from ..attacks import FGSM, PGD, MarginPGD, random_targets
-from ..stats import rate_count, wilson_interval
+from ..stats import format_rate, rate_count, wilson_interval
+from ..viz.tables import Table
 
-__all__ = ["Row", "ROWS", "PAPER_TABLE_1", "make_attack", "madry_table", "format_table", "main"]
+__all__ = ["Row", "ROWS", "PAPER_TABLE_1", "make_attack", "madry_table", "format_table", "table_view", "main"]
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,26 @@ def format_table(table: Mapping[Row, Mapping[str, Optional[float]]], names: Sequ
             cells.append(f"{PAPER_TABLE_1[row]:.1f}" if row in PAPER_TABLE_1 else "-")
         lines.append(f"{row.label:20s}" + "".join(f"{c:>{width}s}" for c in cells))
     return "\n".join(lines)
+
+
+def table_view(table: Mapping[Row, Mapping[str, Optional[float]]], names: Sequence[str], n: int,
+               headers: Optional[Sequence[str]] = None, paper: bool = True, caption: Optional[str] = None,
+               notes: Optional[str] = None) -> Table:
+    """The table for a notebook (:class:`~tutorial_lib.viz.tables.Table`, HTML in Jupyter): one row
+    per attack, per model its accuracy on the ``n`` images it was measured on with the 95 % Wilson
+    interval (:func:`~tutorial_lib.stats.format_rate`, ``-`` where not run), and, if ``paper``, a
+    last column with Madry et al.'s Table 1 number for that row (their adversarially trained
+    network on 10,000 images; ``-`` where the paper has no such row)."""
+    header = ["attack (source)"] + list(headers or names)
+    if paper:
+        header.append("paper, PGD-trained (10,000 images)")
+    rows = []
+    for row, values in table.items():
+        cells = [row.label] + ["-" if values.get(name) is None else format_rate(values[name], n) for name in names]
+        if paper:
+            cells.append(f"{PAPER_TABLE_1[row]:.1f} %" if row in PAPER_TABLE_1 else "-")
+        rows.append(cells)
+    return Table(header, rows, caption=caption, notes=notes)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
