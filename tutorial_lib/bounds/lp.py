@@ -172,11 +172,52 @@ def _solve(prob, opts: dict, what: str) -> None:
     _solve_with(prob, "HIGHS", opts, what)
 
 
+_BANNER_SILENCED = False
+
+
+def _silence_highs_banner() -> None:
+    """Let HiGHS print its banner ("Running HiGHS 1.x ...: Copyright ...") into /dev/null.
+
+    HiGHS prints it from the C++ constructor of the first ``Highs`` object of a process, before
+    any option can be set, so ``output_flag=False`` (which silences everything else and is set
+    on every solve) cannot stop it, and in Jupyter it lands in the notebook's stored output. We
+    construct that first object here with the process's file descriptor 1 pointed at /dev/null
+    for the duration of the constructor only; every later ``Highs`` prints nothing. Once per
+    process; a no-op without highspy."""
+    global _BANNER_SILENCED
+    if _BANNER_SILENCED:
+        return
+    _BANNER_SILENCED = True
+    try:
+        import highspy
+    except ImportError:
+        return
+    import ctypes
+    import os
+    import sys
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    libc.fflush(None)
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            try:
+                highspy.Highs()
+                libc.fflush(None)
+            finally:
+                os.dup2(saved, 1)
+    finally:
+        os.close(saved)
+
+
 def _solve_with(prob, solver: str, opts: dict, what: str) -> None:
     """One solve; SolverError unless the status is optimal (a failure of the solver, cvxpy's
     "Cannot unpack invalid solution" included)."""
     import cvxpy as cp
     name = _SOLVER_NAMES.get(solver, solver)
+    if solver == "HIGHS":
+        _silence_highs_banner()
     try:
         with warnings.catch_warnings():  # "may be inaccurate": any non-optimal status raises below
             warnings.simplefilter("ignore", UserWarning)
@@ -610,6 +651,8 @@ def _lp_row(M: _Model, lag: _Lagrangian, r: int, what: str) -> Tuple[float, floa
     log: List[str] = []
     for label, solver, opts in tries:
         try:
+            if solver == "HIGHS":
+                _silence_highs_banner()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 M.prob.solve(solver=solver, **opts)
