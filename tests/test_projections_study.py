@@ -29,3 +29,18 @@ def test_step_seconds_times_every_setting():
     x = torch.rand(4, 1, 6, 6, dtype=torch.float64)
     out = PR.step_seconds(_net(), x, torch.tensor([0, 1, 2, 3]), 0.05, ks=[None, 10], reps=1)
     assert set(out) == {"exact", "k=10"} and all(v > 0 for v in out.values())
+
+
+def test_median_bias_shows_the_lower_rule_bias_at_even_k():
+    r = PR.median_bias([10, 11], draws=20000, seed=3)
+    tol = 4 * (0.25 / 20000) ** 0.5
+    assert abs(r[10]["lower_exact"] - 0.623) < 1e-3 and r[11]["lower_exact"] == 0.5
+    assert abs(r[10]["lower"] - r[10]["lower_exact"]) < tol
+    assert abs(r[11]["lower"] - 0.5) < tol and abs(r[11]["mid"] - 0.5) < tol
+    assert r[10]["mid"] < 0.5 + tol   # the mean of the two middle values is not optimistic
+
+
+def test_estimate_errors_lower_rule_is_more_often_tighter():
+    x = torch.rand(6, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    r = {rule: PR.estimate_errors(_net(), x, 0.05, ks=[10], trials=4, median=rule)[10] for rule in ("mid", "lower")}
+    assert r["lower"]["tighter"] > r["mid"]["tighter"]
