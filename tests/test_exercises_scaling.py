@@ -97,3 +97,28 @@ def test_another_valid_line_passes():
 def test_not_callable_is_a_type_error():
     with pytest.raises(TypeError):
         check_sigmoid_upper_line(None)
+
+
+def test_a_one_call_answer_fails():
+    """Calling the library's relaxation (directly, through the figure's helper, or through tanh)
+    fails the case in words."""
+    from tutorial_lib import bounds as B
+    from tutorial_lib.viz import scaling_plots
+
+    def library(l, u):  # noqa: E741
+        n = l.numel()
+        _, _, a, b = B.DualSigmoid(torch.nn.Sigmoid(), (n,), (n,)).relax(l.view(1, -1), u.view(1, -1))
+        return a.view(-1), b.view(-1)
+
+    def via_figure_helper(l, u):  # noqa: E741
+        lines = [scaling_plots.relaxation_lines("sigmoid", float(a), float(b)) for a, b in zip(l, u)]
+        return (torch.tensor([t[2] for t in lines], dtype=torch.float64),
+                torch.tensor([t[3] for t in lines], dtype=torch.float64))
+
+    def via_tanh(l, u):  # noqa: E741
+        n = l.numel()
+        _, _, a, b = B.DualTanh(torch.nn.Tanh(), (n,), (n,)).relax(l.view(1, -1) / 2, u.view(1, -1) / 2)
+        return a.view(-1) / 4, (1 + b.view(-1)) / 2
+
+    for fn in (library, via_figure_helper, via_tanh):
+        assert "the library's own" in _problems(fn)

@@ -11,7 +11,7 @@ from typing import Callable, Dict, Tuple
 import torch
 from torch import nn
 
-from ..bounds import DualSigmoid
+from ..bounds import DualSigmoid, DualTanh
 from .checking import Checker, CheckResult
 
 __all__ = ["check_sigmoid_upper_line"]
@@ -76,8 +76,10 @@ def check_sigmoid_upper_line(student_fn: Callable, verbose: bool = True) -> Chec
     neuron each; the line slope * z + intercept must lie above sigmoid(z) for every z in [l, u]
     (up to 1e-9) and leave at most :data:`LOOSENESS` times the area between the reference line
     (:class:`~tutorial_lib.bounds.DualSigmoid`'s) and the sigmoid, plus 1e-6 per unit of width.
-    Cases: :data:`CASES`."""
-    checker = Checker("sigmoid_upper_line", student_fn, verbose)
+    Cases: :data:`CASES`. The library's own relaxation (DualSigmoid, and DualTanh, whose lines
+    give the sigmoid's through sigmoid(z) = (1 + tanh(z / 2)) / 2) may not be called: that would
+    answer the exercise by one call."""
+    checker = Checker("sigmoid_upper_line", student_fn, verbose, forbid=[DualSigmoid, DualTanh])
     for case, (lo, hi) in CASES.items():
         lt, ut = torch.tensor(lo, dtype=torch.float64), torch.tensor(hi, dtype=torch.float64)
         got = checker.call(case, lt.clone(), ut.clone())
