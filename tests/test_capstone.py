@@ -62,3 +62,33 @@ def test_evaluation_explorer_builds(natural_model, mnist_test):
     sliders = [w for row in box.children[:2] for w in row.children]
     sliders[1].value = "Square"  # another attack: a new curve, no error
     assert len(box.children) == 3
+
+
+def test_paper_numbers_say_what_they_measured_and_train_labels_name_the_hardware():
+    for (model, _eps), (value, measured, source) in capstone.PAPER.items():
+        assert model in capstone.MODELS and 0 < value <= 1 and source
+        assert measured.startswith(("attacked:", "certified"))
+    assert capstone.train_label({"train_seconds": 24.3, "device": "cpu"}) == "24 s, CPU"
+    gpu = {"train_seconds": 426.1, "device": "cuda", "card": "NVIDIA H200"}
+    assert capstone.train_label(gpu) == "426 s, NVIDIA H200"
+    assert capstone.train_label({}) == "-"
+    from tutorial_lib.checkpoints import read_registry
+
+    registry = read_registry()
+    for defended, baseline in capstone.BASELINES.items():
+        assert registry[baseline]["recipe"]["model"] == registry[defended]["recipe"]["model"]
+
+
+def test_summary_figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from tutorial_lib.viz.capstone_plots import summary_figure
+
+    results = {e: capstone.load_results(e) for e in (0.1, 0.3)}
+    fig = summary_figure(results)
+    assert len(fig.axes) == 2
+    n_models = len(capstone.MODELS)
+    n_cert = sum(row.get("certified") is not None for row in results[0.1]["table"].values())
+    ax = fig.axes[0]
+    assert len(ax.patches) == 2 * n_models and len(ax.collections[0].get_offsets()) == n_cert

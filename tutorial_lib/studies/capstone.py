@@ -22,8 +22,8 @@ from torch import nn
 from ..attacks import APGD, FGSM, PGD, APGDTargeted, Attack, Square, accuracy_vs_eps
 from ..data import REPO_ROOT
 
-__all__ = ["RESULTS", "MODELS", "ATTACK_COLUMNS", "PAPER", "EXPLORER_ATTACKS", "load_results",
-           "lessons", "make_attack", "robust_accuracy_curve"]
+__all__ = ["RESULTS", "MODELS", "ATTACK_COLUMNS", "PAPER", "BASELINES", "EXPLORER_ATTACKS", "load_results",
+           "lessons", "train_label", "make_attack", "robust_accuracy_curve"]
 
 RESULTS = REPO_ROOT / "data" / "results"
 
@@ -43,15 +43,32 @@ MODELS: Dict[str, str] = {
 #: The attack columns of the report, weakest family first.
 ATTACK_COLUMNS = ("FGSM", "PGD-40", "PGD-100 x3", "APGD-CE", "APGD-T", "Square")
 
-#: What the papers report for the defence a model reproduces (accuracy in [0, 1], their models and
-#: budgets, not ours): {(model, eps): (number, source)}.
+#: What the papers report for the defence a model reproduces, for *their* models and budgets, not
+#: ours: {(model, eps): (accuracy in [0, 1], what the paper measured, source)}. The second field
+#: says which column of ours it may be set beside (an attack's accuracy or a certified one).
 PAPER: Dict[tuple, tuple] = {
-    ("mnist_small_pgd", 0.3): (0.893, "Madry et al. 2018, Table 1: PGD 100 steps x 20 restarts (their larger CNN)"),
-    ("mnist_small_trades_b6", 0.3): (0.9607, "TRADES README: PGD-40 (SmallCNN); 92.46 % under the strongest "
-                                             "submitted attack"),
-    ("mnist_small_robust", 0.1): (0.942, "Wong & Kolter 2017: certified error 5.8 %"),
-    ("mnist_small_robust_full", 0.1): (0.942, "Wong & Kolter 2017: certified error 5.8 %"),
+    ("mnist_small_pgd", 0.3): (0.893, "attacked: PGD-100, 20 restarts",
+                               "Madry et al. 2018, Table 1 (their larger CNN)"),
+    ("mnist_small_trades_b6", 0.3): (0.9607, "attacked: PGD-40",
+                                     "TRADES README (SmallCNN); 92.46 % under the strongest submitted attack"),
+    ("mnist_small_robust", 0.1): (0.942, "certified (dual bound)", "Wong & Kolter 2017: certified error 5.8 %"),
+    ("mnist_small_robust_full", 0.1): (0.942, "certified (dual bound)",
+                                       "Wong & Kolter 2017: certified error 5.8 %"),
 }
+
+#: The undefended model of the same architecture as a defended one (the baseline to show beside
+#: it): the distilled student's is the teacher trained at T = 1, i.e. natural training.
+BASELINES: Dict[str, str] = {"papernot_student_t100": "papernot_teacher_t1"}
+
+
+def train_label(metrics: Dict) -> str:
+    """A checkpoint's training time with the hardware it ran on, from its registry ``metrics``:
+    e.g. "1933 s, CPU" or "426 s, NVIDIA H200"; "-" without a recorded time."""
+    secs = metrics.get("train_seconds")
+    if secs is None:
+        return "-"
+    where = metrics.get("card") or ("CPU" if metrics.get("device", "cpu") == "cpu" else str(metrics["device"]).upper())
+    return f"{secs:.0f} s, {where}"
 
 
 def load_results(eps: float, folder: Optional[Path] = None) -> Dict:
