@@ -109,3 +109,26 @@ def test_certify_table_best_of_interval_and_dual():
     assert np.allclose(t[BEST_OF]["seconds"], t["interval"]["seconds"] + t["dual"]["seconds"])
     # without both methods there is no BEST_OF column
     assert BEST_OF not in certify_table(net, x, y, 0.5, methods=("dual",), pgd_steps=2, pgd_restarts=1)
+
+
+def test_certify_table_milp_skips_rows_but_keeps_the_exact_minimum():
+    """With "lp" before "milp", rows whose LP bound is above the MILP minimum found so far are not
+    solved; the column still equals the minimum over every row of the full MILP."""
+    from tutorial_lib import bounds
+    from tutorial_lib.studies.polytope import certify_table
+
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 12), torch.nn.ReLU(), torch.nn.Linear(12, 12),
+                              torch.nn.ReLU(), torch.nn.Linear(12, 5)).eval()
+    x = torch.rand(4, 4)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    eps = 0.15
+    t = certify_table(net, x, y, eps, methods=("lp", "milp"), pgd_steps=5, pgd_restarts=1)
+    full = bounds.milp_bounds(net, x, y, eps).lower.detach().double().numpy().min(1)
+    assert np.allclose(t["milp"]["lower"], full, rtol=0, atol=1e-6)
+    assert ((t["milp"]["rows_solved"] >= 1) & (t["milp"]["rows_solved"] <= 4)).all()
+    assert t["milp"]["rows_solved"].sum() < 4 * 4  # some rows were skipped on this net
+    # without the LP every row is solved
+    t2 = certify_table(net, x, y, eps, methods=("milp",), pgd_steps=5, pgd_restarts=1)
+    assert np.allclose(t2["milp"]["lower"], full, rtol=0, atol=1e-6) and (t2["milp"]["rows_solved"] == 4).all()

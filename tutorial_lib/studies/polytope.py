@@ -311,6 +311,30 @@ METHODS = ("interval", "dual", "dual-opt", "lp", "milp")
 BEST_OF = "max(interval, dual)"
 
 
+def _milp_min_over_rows(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
+                        lp_rows: np.ndarray) -> Dict[str, np.ndarray]:
+    """The exact minimum over the K-1 margin rows per example (MILP), solving rows in increasing
+    order of their LP bound ``lp_rows`` (N, K-1) until the next LP bound is >= the smallest MILP
+    value found (a row's MILP value is >= its LP bound). Returns {"lower": (N,), "seconds": (N,),
+    "rows_solved": (N,)}."""
+    with torch.no_grad():
+        K = int(model(x[:1]).shape[1])
+    low, sec, solved = [], [], []
+    for i in range(x.shape[0]):
+        t0 = time.perf_counter()
+        C = bounds.margin_spec(y[i:i + 1], K)  # (1, K-1, K), rows in the order of lp_rows[i]
+        best, n = np.inf, 0
+        for j in np.argsort(lp_rows[i], kind="stable"):
+            if lp_rows[i][j] >= best:
+                break
+            r = bounds.milp_bounds(model, x[i:i + 1], None, eps, spec=C[:, j:j + 1])
+            best, n = min(best, float(r.lower.detach()[0, 0])), n + 1
+        low.append(best)
+        sec.append(time.perf_counter() - t0)
+        solved.append(n)
+    return {"lower": np.array(low, dtype=np.float64), "seconds": np.array(sec), "rows_solved": np.array(solved)}
+
+
 def certify_table(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
                   methods: Sequence[str] = METHODS, pgd_steps: int = 100, pgd_restarts: int = 5,
                   opt_steps: int = 100) -> Dict[str, Dict[str, np.ndarray]]:
@@ -332,6 +356,13 @@ def certify_table(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     iterate, the LP is the optimum over all slopes). Interval bounds have no fixed place in
     that order. MILP uses the dual bounds intersected with interval bounds as big-M constants
     (the exact minimum does not depend on them).
+
+    The MILP column is the exact minimum over rows, computed without solving every row when "lp"
+    comes before it in ``methods`` (as in :data:`METHODS`): the rows are solved in increasing order
+    of their LP bound, and once a row's LP bound is >= the smallest MILP value found so far, that
+    row and every later one are skipped (a row's MILP value is >= its LP bound, so none of them can
+    be smaller). Its "seconds" are then the time of the rows solved; ``"rows_solved"`` (N,) counts
+    them (K-1 without the LP).
     """
     fns = {
         "interval": lambda xi, yi: bounds.interval_bounds(model, xi, yi, eps),
@@ -346,6 +377,9 @@ def certify_table(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     for name in methods:
         if name not in fns:
             raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+        if name == "milp" and "lp" in rows:
+            out[name] = _milp_min_over_rows(model, x, y, eps, rows["lp"])
+            continue
         low, sec = [], []
         for i in range(x.shape[0]):
             t0 = time.perf_counter()
@@ -358,6 +392,8 @@ def certify_table(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
             low.append(r.lower.detach()[0].double().cpu().numpy())
         rows[name] = np.stack(low)
         out[name] = {"lower": rows[name].min(1), "seconds": np.array(sec)}
+        if name == "milp":
+            out[name]["rows_solved"] = np.full(x.shape[0], rows[name].shape[1])
         if name in ("interval", "dual") and {"interval", "dual"} <= set(rows):
             out[BEST_OF] = {"lower": np.maximum(rows["interval"], rows["dual"]).min(1),
                             "seconds": out["interval"]["seconds"] + out["dual"]["seconds"]}
