@@ -132,3 +132,52 @@ def test_certify_table_milp_skips_rows_but_keeps_the_exact_minimum():
     # without the LP every row is solved
     t2 = certify_table(net, x, y, eps, methods=("milp",), pgd_steps=5, pgd_restarts=1)
     assert np.allclose(t2["milp"]["lower"], full, rtol=0, atol=1e-6) and (t2["milp"]["rows_solved"] == 4).all()
+
+
+def test_lp_never_below_interval_with_one_hidden_layer():
+    """Notebook 04, Exercise 4 (a): with one hidden layer the LP (triangle relaxation on the exact
+    first-layer bounds) is at least the interval bound, while the paper's dual may fall below it."""
+    from tutorial_lib import bounds
+
+    gen = torch.Generator().manual_seed(7)
+    dual_lost = 0
+    for trial in range(6):
+        net = torch.nn.Sequential(torch.nn.Linear(3, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4)).eval()
+        with torch.no_grad():
+            for p in net.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen))
+        x = torch.rand(2, 3, generator=gen)
+        spec = torch.randn(5, 4, generator=gen)
+        with torch.no_grad():
+            ib = bounds.interval_bounds(net, x, None, 0.4, spec=spec, clip=None).lower
+            db = bounds.dual_bounds(net, x, None, 0.4, spec=spec, clip=None).lower
+        lp = bounds.lp_bounds(net, x, None, 0.4, spec=spec, clip=None).lower
+        assert (lp >= ib - 1e-5).all(), (trial, (ib - lp).max())
+        dual_lost += int((db < ib - 1e-5).sum())
+    assert dual_lost > 0  # the theorem is about the LP: the paper's fixed slopes do lose on some rows
+
+
+def test_lp_below_interval_with_two_hidden_layers_on_dual_pre_bounds():
+    """Exercise 4 (b), (c): x in [-1, 1], z2 = -relu(x), f = -relu(z2) = 0. The dual network bounds z2
+    by [-1, 1/2] (interval: [-1, 0]), so the LP on its pre-activation bounds gives -1/3 < 0 = interval
+    bound; on interval pre-activation bounds the LP gives 0."""
+    from tutorial_lib import bounds
+
+    def unit(w):
+        layer = torch.nn.Linear(1, 1)
+        with torch.no_grad():
+            layer.weight.fill_(w)
+            layer.bias.zero_()
+        return layer
+
+    net = torch.nn.Sequential(unit(1.0), torch.nn.ReLU(), unit(-1.0), torch.nn.ReLU(), unit(-1.0)).eval()
+    x, c = torch.zeros(1, 1), torch.ones(1, 1)
+    with torch.no_grad():
+        ib = bounds.interval_bounds(net, x, None, 1.0, spec=c, clip=None)
+        db = bounds.dual_bounds(net, x, None, 1.0, spec=c, clip=None)
+    assert float(ib.lower) == pytest.approx(0.0, abs=1e-6) and float(db.lower) == pytest.approx(-0.5, abs=1e-6)
+    assert [float(t) for t in db.pre_bounds[1]] == pytest.approx([-1.0, 0.5], abs=1e-6)
+    lp = float(bounds.lp_bounds(net, x, None, 1.0, spec=c, clip=None).lower)
+    lp_int = float(bounds.lp_bounds(net, x, None, 1.0, spec=c, clip=None, pre_bounds=ib.pre_bounds).lower)
+    assert lp == pytest.approx(-1 / 3, abs=1e-6) and lp_int == pytest.approx(0.0, abs=1e-6)
+    assert float(bounds.milp_bounds(net, x, None, 1.0, spec=c, clip=None).lower) == pytest.approx(0.0, abs=1e-6)
