@@ -361,7 +361,8 @@ def _forward_pre_bounds(P: Problem, proj: Optional[int],
 
     proj=None: exact (identity sources; for checking only, memory ~ sum of layer sizes^2).
     proj=k: the l1 terms are estimated with k Cauchy projections and the median estimator
-    (Wong et al. 2018; :func:`median_abs` with ``rule=median``), so the bounds are NOT sound. Sets each activation's bounds; returns
+    (Wong et al. 2018; :func:`median_abs` with ``rule=median``), so the bounds are NOT
+    sound. Sets each activation's bounds; returns
     them. Needs parallel relaxations: a = slope z + lower_intercept + t (intercept_diff) with
     t in [0, 1] per neuron, the last term a new source.
 
