@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from tutorial_lib.data import make_toy
 from tutorial_lib.studies.tradeoff import draw_toy, plot_tradeoff, toy_errors, train_toy
@@ -42,3 +43,24 @@ def test_drawing_and_bad_arguments(toy_test):
         train_toy(method="fgsm")
     with pytest.raises(ValueError):
         train_toy(eps=-1)
+
+
+def test_toy_view_is_what_the_explorer_shows_and_is_cached(toy_test):
+    """The function each slider move calls: the model and errors of train_toy + toy_errors on the
+    fresh test points, computed once per setting, then answered from the cache."""
+    from tutorial_lib.studies.tradeoff import toy_view
+
+    x, y = toy_test
+    first = toy_view(1, 0.15)
+    assert not first["cached"] and first["seconds"] > 0
+    assert torch.equal(first["x_test"], x) and torch.equal(first["y_test"], y)
+    again = toy_view(1.0, 0.15 + 1e-9)  # the same setting, as a float slider may give it
+    assert again["cached"] and again["model"] is first["model"]
+    fresh = toy_errors(train_toy(beta=1, eps=0.15), x, y, 0.15)
+    assert all(fresh[k] == first["errors"][k] for k in ("natural", "boundary", "robust"))
+
+
+def test_training_runs_on_one_thread_and_restores_the_setting():
+    threads = torch.get_num_threads()
+    train_toy(beta=1.0, eps=0.1, steps=2)
+    assert torch.get_num_threads() == threads
