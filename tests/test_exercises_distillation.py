@@ -97,3 +97,22 @@ def test_in_place_change_and_wrong_return_are_named():
         return (_pgd(model, x, y, T, eps, alpha, steps) - x).flatten(1).norm(dim=1)
 
     assert "a tensor shaped like x" in _problems(returns_delta_norm)
+
+
+def test_a_one_call_answer_through_the_library_pgd_fails():
+    """The library's PGD on the logits / T, one call: right images, refused by the checker."""
+    from tutorial_lib.attacks import PGD
+
+    class OverT(torch.nn.Module):
+        def __init__(self, model, T):
+            super().__init__()
+            self.model, self.T = model, T
+
+        def forward(self, x):
+            return self.model(x) / self.T
+
+    def one_call(model, x, y, T, eps=0.2, alpha=0.04, steps=10):
+        return PGD(eps, alpha=alpha, steps=steps, random_start=False)(OverT(model, T).eval(), x, y)
+
+    problems = _problems(one_call)
+    assert "calls the library's own" in problems and "PGD" in problems

@@ -82,3 +82,22 @@ def test_per_example_values_and_errors_are_reported_in_words():
         return logits_clean @ torch.ones(3)
 
     assert "raised RuntimeError" in _problems(broken)
+
+
+def test_a_one_call_answer_through_the_library_loss_fails():
+    """TradesLoss bent to return the KL (a 'model' that hands back the given logits, no inner steps):
+    the value would be right, the checker refuses the call to the library's own loss."""
+    from tutorial_lib.defenses import TradesLoss
+
+    def via_library(logits_clean, logits_adv):
+        outputs = iter([logits_clean, logits_clean, logits_adv])  # clean, the attack's reference, x'
+
+        def lookup(_x):
+            return next(outputs)
+
+        y = logits_clean.argmax(1)
+        total, _ = TradesLoss(beta=1.0, eps=1.0, steps=0, clip=None)(lookup, logits_clean, y)
+        return total - F.cross_entropy(logits_clean, y)
+
+    problems = _problems(via_library)
+    assert "calls the library's own tutorial_lib.defenses.trades.TradesLoss" in problems

@@ -71,7 +71,9 @@ def check_trades_kl(student_fn, verbose: bool = True) -> CheckResult:
     from ..data import test_subset
     from ..defenses.trades import TradesLoss, trades_attack
 
-    checker = Checker("trades_kl", student_fn, verbose)
+    # the term is inline in TradesLoss (no function of its own); a call to the loss (or its inner
+    # attack) could still be bent to hand it back: refused, the exercise is to write the KL
+    checker = Checker("trades_kl", student_fn, verbose, forbid=[TradesLoss, trades_attack])
     gen = torch.Generator().manual_seed(3)
     clean = 3 * torch.randn(_BATCH, _CLASSES, generator=gen)
     adv = clean + 2 * torch.randn(_BATCH, _CLASSES, generator=gen)
