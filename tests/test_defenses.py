@@ -130,3 +130,38 @@ def test_pgd_training_is_reproducible_from_the_loop_seed():
             progress=False)
         weights.append([p.detach().clone() for p in model.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(*weights))
+
+
+def test_projection_recipes_of_shipped_checkpoints_keep_their_median_rule():
+    # checkpoints trained with projections before the median rule became 'mid' record 'lower', so a rerun of the
+    # recipe reproduces them; the training loss passes the rule on to the estimate
+    from tutorial_lib.bounds import dual as dual_mod
+    from tutorial_lib.defenses.certified import RobustTrainingLoss
+    from tutorial_lib.train import load_recipe
+
+    for name in ("mnist_small_robust", "mnist_small_robust_l2", "mnist_residual_robust",
+                 "mnist_cascade_stage2", "mnist_cascade_stage3"):
+        assert load_recipe(name)["loss_kwargs"]["median"] == "lower", name
+    seen = []
+    real = dual_mod.median_abs
+
+    def spy(V, dim=1, rule="mid"):
+        seen.append(rule)
+        return real(V, dim=dim, rule=rule)
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8),
+                              torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    x, y = torch.rand(2, 1, 2, 2), torch.tensor([0, 2])
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.setattr(dual_mod, "median_abs", spy)
+        RobustTrainingLoss(eps=0.1, proj=4, median="lower")(net, x, y)
+        assert seen and set(seen) == {"lower"}
+        seen.clear()
+        RobustTrainingLoss(eps=0.1, proj=4)(net, x, y)
+        assert seen and set(seen) == {"mid"}
+    finally:
+        mp.undo()
+    with pytest.raises(ValueError, match="median"):
+        RobustTrainingLoss(eps=0.1, proj=4, median="upper")

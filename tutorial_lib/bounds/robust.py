@@ -65,12 +65,14 @@ def margins_to_logits(J: Tensor, y: Tensor) -> Tensor:
 def robust_loss(model: nn.Module, x: Tensor, y: Tensor, eps: Eps,
                 clip: Optional[Tuple[float, float]] = (0.0, 1.0), proj: Optional[int] = None,
                 generator: Optional[torch.Generator] = None,
-                reduction: str = "mean", norm: str = "linf") -> Tuple[Tensor, Tensor]:
+                reduction: str = "mean", norm: str = "linf", median: str = "mid") -> Tuple[Tensor, Tensor]:
     """Wong & Kolter's robust loss CE(-J, y) on the dual bounds J of the margins z_y - z_j.
 
     x: (N, *input_shape) in clip; y: (N,) labels; eps: the radius in ``norm`` ('linf', 'l2'
     or 'l1'). Projections: Cauchy for l_inf, Gaussian for l2 (Wong et al. 2018), none for l1
-    (proj must be None there: ValueError).
+    (proj must be None there: ValueError); ``median``: the projections' median rule
+    (:func:`~tutorial_lib.bounds.dual.median_abs`: 'mid' or 'lower', torch.median's, which the
+    checkpoints shipped before the rule changed were trained with).
     Returns (loss, err): loss is differentiable; err (0-d tensor, fraction of examples not
     certified by :func:`is_certified`: some margin bound <= 0 or NaN) is the certified error
     when proj is None. With proj=k (training only)
@@ -83,7 +85,8 @@ def robust_loss(model: nn.Module, x: Tensor, y: Tensor, eps: Eps,
     if proj is None:
         res = dual_bounds(model, x, y, eps, clip=clip, norm=norm)
     else:
-        res = estimated_dual_bounds(model, x, y, eps, clip=clip, proj=proj, generator=generator, norm=norm)
+        res = estimated_dual_bounds(model, x, y, eps, clip=clip, proj=proj, generator=generator, norm=norm,
+                                    median=median)
     J = res.lower
     loss = F.cross_entropy(margins_to_logits(J, y), y, reduction=reduction)
     err = (~is_certified(J.detach())).to(J.dtype).mean()
