@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make lab    create .venv if missing, install, prepare the data, open JupyterLab on notebooks/
-#   make test   create .venv if missing, install, run pytest and nbval over every notebook
+#   make test   create .venv if missing, install, run pytest and nbval over every notebook (all but
+#               the browser test of the explorers: make test-browser, which CI runs after it)
 # Also: make lint (ruff check, configured in pyproject.toml), make bench-attacks / bench-dual /
 # bench-training (benchmarks/, each against a named baseline in the same run).
 # Offline machines: export ROBUSTNESS_DATA_DIR=/path/to/dir/with/MNIST/raw/*.gz first.
@@ -9,8 +10,9 @@
 # make student writes the notebooks to hand out into student/ (STUDENT_DIR=...): solution cells
 # dropped, exercise and answer outputs cleared, checkers kept; FORCE=1 replaces earlier copies.
 # make test-portability reruns the notebooks under other float rounding: their checked outputs must not move.
-# make test-browser runs only the JupyterLab widget test (tests/browser); make screenshots also
-# rewrites docs/screenshots/*_explorer.png from it.
+# make test-browser runs the JupyterLab widget test (tests/browser: every notebook explorer, driven in
+# a headless chromium; kept out of make test for time); make screenshots also rewrites
+# docs/screenshots/*_explorer.png from it.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -45,15 +47,17 @@ data: $(STAMP)
 lab: data
 	$(PY) scripts/lab.py --port $(PORT) -- $(LAB_ARGS)
 
+# tests/browser/test_lab.py (no browser, seconds) stays in; the explorers' browser test is make test-browser
 test: $(STAMP)
-	MPLBACKEND=Agg $(PY) -m pytest --nbval-lax tests notebooks
+	MPLBACKEND=Agg $(PY) -m pytest --nbval-lax tests notebooks --ignore=tests/browser/test_explorers.py
 
 # The notebooks under other float rounding (one thread, oneDNN off, TF32-sized conv errors): every
 # checked output must stay the same (tests/portability; CI runs it after make test). As long as nbval.
 test-portability: $(STAMP)
 	PORTABILITY_CHECK=1 MPLBACKEND=Agg $(PY) -m pytest tests/portability -v
 
-# The browser test of the notebook explorers (needs chromium and playwright; skips, saying so, without).
+# The browser test of the notebook explorers (needs chromium and playwright; skips, saying so, without;
+# CI sets REQUIRE_BROWSER_TEST=1, so there it fails instead). Ends with each explorer's slider latencies.
 test-browser: $(STAMP)
 	$(PY) -m pytest tests/browser -v
 
