@@ -89,8 +89,7 @@ def test_wrong_shape_and_type_are_reported():
 def test_a_one_call_answer_with_the_library_fails():
     """certify_cascade(...).sound (or sound_certified under any name) answers the exercise in one call:
     the checker refuses it in words, on every case."""
-    from tutorial_lib.defenses import Cascade, certify_cascade
-    from tutorial_lib.defenses import sound_certified as renamed
+    from tutorial_lib.defenses import Cascade, certify_cascade, sound_certified as renamed
 
     def via_certify(stages, x, y, eps):
         return certify_cascade(Cascade(list(stages), eps), x, y).sound
