@@ -28,6 +28,7 @@ from ..data import make_toy
 from ..defenses import PGDTrainingLoss, TradesLoss
 from ..models import toy_mlp
 from ..runtime import set_seed
+from ..stats import format_rate, rate_count
 from ..training import cross_entropy_loss, predict
 
 __all__ = ["train_toy", "toy_errors", "toy_view", "draw_toy", "trades_explorer", "plot_tradeoff"]
@@ -131,8 +132,11 @@ def draw_toy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
     ax.set_xlim(lo[0].item(), hi[0].item())
     ax.set_ylim(lo[1].item(), hi[1].item())
     ax.set_aspect("equal")
+    n = len(y)
+    robust = format_rate(rate_count(errors["robust"], n), n)
     ax.set_title(title or (f"natural {100 * errors['natural']:.1f}% + boundary "
-                           f"{100 * errors['boundary']:.1f}% = robust {100 * errors['robust']:.1f}%"),
+                           f"{100 * errors['boundary']:.1f}% = robust {robust}\n"
+                           f"(robust error on {n} test points, 95 % interval)"),
                  fontsize=10)
     return ax
 
