@@ -59,8 +59,8 @@ EXPLORERS = [
     Explorer("02_adversarial_training", "widgets.attack_explorer(", "eps (linf)",
              needs=("RETRAIN =", "NAMES = [",
                     ("from tutorial_lib.viz import widgets", ("from tutorial_lib.viz import widgets",)))),
-    # every move retrains the toy MLP with TRADES
-    Explorer("03_trades", "tradeoff.trades_explorer(", "beta",
+    # a new eps retrains the toy MLP with TRADES (the betas at the starting eps are precomputed)
+    Explorer("03_trades", "tradeoff.trades_explorer(", "eps",
              needs=("RETRAIN =",
                     ("from tutorial_lib.studies import tradeoff", ("from tutorial_lib.studies import tradeoff",)))),
     Explorer("04_convex_outer_polytope", "polytope.polytope_explorer(", "eps (linf)",
