@@ -147,22 +147,27 @@ def draw_certified_curves(curves: Mapping[str, Tuple[Sequence[float], Sequence[f
 
 def draw_bounds_vs_sampling(result: Dict[str, torch.Tensor], ax: Optional[Axes] = None,
                             title: Optional[str] = None) -> Axes:
-    """Per logit: the dual bounds as a thin interval with end caps, the sampled range as a thick bar
-    inside it with its two ends marked, so that a range much narrower than the bounds stays
-    visible (``studies.scaling_eval.bounds_vs_sampling``'s output; pass the radius in ``title``)."""
+    """Per logit, centred on the midpoint of its sampled range (the logits' values differ far more
+    than their ranges, which would hide both): the dual bounds as an interval with end caps, the
+    sampled range as a thick bar inside it with its ends marked
+    (``studies.scaling_eval.bounds_vs_sampling``'s output; pass the radius in ``title``)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
     K = len(result["lower"])
     js = list(range(K))
-    lo, hi = [float(v) for v in result["lower"]], [float(v) for v in result["upper"]]
     smin, smax = [float(v) for v in result["sample_min"]], [float(v) for v in result["sample_max"]]
+    mid = [(a + b) / 2 for a, b in zip(smin, smax)]
+    lo = [float(v) - m for v, m in zip(result["lower"], mid)]
+    hi = [float(v) - m for v, m in zip(result["upper"], mid)]
+    smin, smax = [v - m for v, m in zip(smin, mid)], [v - m for v, m in zip(smax, mid)]
     ax.errorbar(js, [(a + b) / 2 for a, b in zip(lo, hi)], yerr=[(b - a) / 2 for a, b in zip(lo, hi)], fmt="none",
                 ecolor="tab:blue", elinewidth=1.5, capsize=6, label="dual bounds (outer)")
     ax.vlines(js, smin, smax, color="black", lw=5, label="sampled range (inner)")
     ax.plot(js + js, smin + smax, "_", color="black", ms=14, mew=2)
+    ax.axhline(0, color="gray", lw=0.8)
     ax.set_xticks(js)
     ax.set_xlabel("logit")
-    ax.set_ylabel("value over the ball")
+    ax.set_ylabel("value - midpoint of the sampled range")
     ax.set_title(title or "dual bounds vs sampled values, per logit")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
