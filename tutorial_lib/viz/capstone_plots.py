@@ -16,7 +16,7 @@ def summary_figure(results: Dict[float, Dict], models: Optional[Sequence[str]] =
     one. Accuracies are shown in %. Returns the matplotlib Figure."""
     radii = list(results)
     models = list(models or next(iter(results.values()))["table"])
-    fig, axes = plt.subplots(1, len(radii), figsize=(4.2 * len(radii), 0.35 * len(models) + 1.4),
+    fig, axes = plt.subplots(1, len(radii), figsize=(4.2 * len(radii), 0.35 * len(models) + 1.8),
                              sharey=True, squeeze=False)
     for ax, eps in zip(axes[0], radii):
         table = results[eps]["table"]
@@ -30,6 +30,7 @@ def summary_figure(results: Dict[float, Dict], models: Optional[Sequence[str]] =
                        zorder=3, label="certified")
         ax.set(xlim=(0, 100), xlabel="accuracy (%)", title=f"eps = {eps:g} ({results[eps].get('n', '?')} images)")
         ax.set_yticks(list(pos), models, fontsize=8)
-    axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=3, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
