@@ -66,11 +66,12 @@ class CheckResult:
             print(self)
 
 
-def _code_objects(target) -> set:
-    """The code objects a forbidden target runs: a function's own, or every method of a class."""
+def _code_objects(target) -> dict:
+    """The code objects a forbidden target runs, each with whether the target defines it itself
+    (a function's own code; a class's methods, inherited ones from tutorial_lib included)."""
     if inspect.isclass(target):
-        codes = set()
-        for klass in target.__mro__:
+        codes = {}
+        for klass in reversed(target.__mro__):
             if klass.__module__.split(".")[0] != "tutorial_lib":
                 continue
             for member in vars(klass).values():
@@ -80,10 +81,10 @@ def _code_objects(target) -> set:
                     member = member.fget
                 member = inspect.unwrap(member) if callable(member) else member
                 if hasattr(member, "__code__"):
-                    codes.add(member.__code__)
+                    codes[member.__code__] = klass is target
         return codes
     if callable(target) and hasattr(inspect.unwrap(target), "__code__"):
-        return {inspect.unwrap(target).__code__}
+        return {inspect.unwrap(target).__code__: True}
     raise TypeError(f"cannot forbid {target!r}: give a function or a class of tutorial_lib")
 
 
@@ -105,21 +106,26 @@ class Checker:
         self.cases = 0
         self.started = True
         self._forbidden = {}
+        owners = set()  # a code defined by one forbidden target is named after it, not after its subclasses
         for target in forbid:
             codes = _code_objects(target)
             label = f"{target.__module__}.{target.__qualname__}"
-            self._forbidden.update({code: label for code in codes})
+            for code, own in codes.items():
+                if own or code not in owners:
+                    self._forbidden[code] = label
+                if own:
+                    owners.add(code)
 
-    def _run(self, args, kwargs, seen: set):
+    def _run(self, args, kwargs, seen: list):
         """The student's call; with forbidden targets, watched by a profiler (calls only) that
-        adds the label of every forbidden target it sees to ``seen``."""
+        appends the label of every forbidden target it sees to ``seen``, in call order."""
         if not self._forbidden:
             return self.fn(*args, **kwargs)
         previous = sys.getprofile()
 
         def watch(frame, event, arg):
             if event == "call" and frame.f_code in self._forbidden:
-                seen.add(self._forbidden[frame.f_code])
+                seen.append(self._forbidden[frame.f_code])
 
         sys.setprofile(watch)
         try:
@@ -131,7 +137,7 @@ class Checker:
         """Run the student's function on one case; None when it raised (the reason is recorded)."""
         if not self.started:
             return None
-        used: set = set()
+        used: list = []
         try:
             with torch.no_grad() if kwargs.pop("_no_grad", False) else _nullcontext():
                 out = self._run(args, kwargs, used)
@@ -147,7 +153,7 @@ class Checker:
                                      f"(line {where.lineno}: `{(where.line or '').strip()}`)")
         if used:
             self.problems.append(
-                f"on {case}, your function calls the library's own {', '.join(sorted(used))}: this exercise "
+                f"on {case}, your function calls the library's own {used[0]}: this exercise "
                 f"asks you to write that part yourself (the checker compares your version with the library's)")
         return None
 
