@@ -132,3 +132,9 @@ def test_checker_forbid_rejects_what_it_cannot_watch():
 
     with pytest.raises(TypeError):
         Checker("x", lambda: None, forbid=[3])
+
+
+def test_proof_exercises_in_at_least_three_notebooks():
+    # the course asks for reasoning too: a proof or a counterexample, with the answer in a solution cell
+    with_proof = [p.stem for p in NOTEBOOKS if any(kind == "prove" for _, kind, _ in _exercises(p))]
+    assert len(with_proof) >= 3, f"prove exercises only in {with_proof}"
