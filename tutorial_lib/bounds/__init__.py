@@ -16,6 +16,7 @@ projections: Gaussian for l2, none for l1.
 * :func:`interval_bounds`        interval bound propagation
 * :func:`dual_bounds`            the dual network (paper's slopes), batched, differentiable
 * :func:`optimized_dual_bounds`  the same with the final lower slopes tuned by gradient steps
+* :func:`crown_bounds`           CROWN: the dual with the adaptive lower slope (0/1); pre="interval": CROWN-IBP
 * :func:`lp_bounds`              the triangle-relaxation LP solved exactly (cvxpy + HiGHS)
 * :func:`milp_bounds`            exact verification (MILP) with the worst-case inputs
 * :func:`certified_bounds`       a bound for a certificate: float64 (a copy of a float32 model), TF32 off
@@ -43,6 +44,7 @@ subclasses. Sigmoid and tanh have no exact MILP (``milp_bounds`` refuses them), 
 projections handle ReLU only. The LP/MILP use scipy.sparse and cvxpy (HiGHS).
 """
 from .activations import DualActivation, DualReLU, DualSigmoid, DualTanh
+from .crown import crown_bounds
 from .dual import dual_bounds, estimated_dual_bounds, optimized_dual_bounds
 from .interval import interval_bounds
 from .joins import DualAdd, DualConcat, DualJoin
@@ -55,7 +57,7 @@ from .spec import DUAL_NORMS, NORMS, BoundResult, ConditionalBoundsError, is_cer
 
 __all__ = [
     "BoundResult", "NORMS", "DUAL_NORMS", "is_certified", "margin_spec", "interval_bounds", "dual_bounds",
-    "optimized_dual_bounds",
+    "optimized_dual_bounds", "crown_bounds",
     "estimated_dual_bounds", "lp_bounds", "milp_bounds", "robust_loss", "certified_error",
     "margins_to_logits", "certified_accuracy_vs_eps", "SolverError",
     "UnsupportedLayerError", "LAYER_TYPES", "DualLayer",
