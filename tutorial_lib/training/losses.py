@@ -14,6 +14,7 @@ from torch import nn
 from ..defenses.adversarial import PGDTrainingLoss
 from ..defenses.certified import RobustTrainingLoss
 from ..defenses.distillation import distillation_loss, temperature_loss
+from ..defenses.ibp import IBPTrainingLoss
 from ..defenses.trades import TradesLoss
 
 __all__ = ["LOSSES", "cross_entropy_loss", "natural_loss"]
@@ -40,4 +41,5 @@ LOSSES: Dict[str, Callable[..., Callable]] = {
     "robust": RobustTrainingLoss,           # Wong & Kolter 2017, Wong et al. 2018
     "temperature": temperature_loss,        # Papernot et al. 2016: the teacher
     "distill": distillation_loss,           # Papernot et al. 2016: the student
+    "ibp": IBPTrainingLoss,                 # Gowal et al. 2018
 }
