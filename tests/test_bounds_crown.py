@@ -17,6 +17,7 @@ from tutorial_lib.bounds import (
     margin_spec,
     milp_bounds,
 )
+from tutorial_lib.models import DenseSkip, Residual
 
 DT = torch.float64
 
@@ -258,3 +259,16 @@ def test_refusals():
         crown_bounds(net, xn, y, 0.1)
     with pytest.raises(ValueError, match="pre must be one of"):
         crown_bounds(net, x, y, 0.1, pre="dual")
+
+
+def test_graphs_sound_below_milp():
+    """Residual and dense-skip blocks go through the dual's graph walk: still below the MILP."""
+    net = _init(nn.Sequential(nn.Linear(4, 6), nn.ReLU(),
+                              Residual(nn.Sequential(nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 6))), nn.ReLU(),
+                              DenseSkip(nn.Sequential(nn.Linear(6, 4), nn.ReLU())), nn.Linear(10, 3)).to(DT), 11)
+    _, x, y = make("mlp2", seed=11)
+    mi = milp_bounds(net, x, y, 0.2).lower
+    for pre in ("crown", "interval"):
+        low = crown_bounds(net, x, y, 0.2, pre=pre).lower
+        assert (low <= mi + tol(mi)).all(), (pre, low, mi)
+        assert (low > mi - 3).all()  # not vacuous (measured gaps up to 1.7)
