@@ -10,9 +10,9 @@ a <= d (z - l) and takes the adaptive lower line
     a >= alpha z,   alpha = 1 if u >= -l (the neuron is more on than off), else 0,
 
 the one of the two extreme lower lines (a >= z, a >= 0) that leaves the smaller area between
-it and the ReLU on [l, u]. Any alpha in [0, 1] is valid, so the bound is sound; it is the
-optimised dual's starting point moved to a corner (:func:`optimized_dual_bounds` tunes the same
-alpha). The lines are no longer parallel, so the pull-back is not linear in nu: an upper bound
+it and the ReLU on [l, u] (l^2 / 2 against u^2 / 2). Any alpha in [0, 1] is valid, so the
+bound is sound: CROWN's alpha is a corner of the set :func:`optimized_dual_bounds` searches
+(which starts from d). The lines are no longer parallel, so the pull-back is not linear in nu: an upper bound
 is minus the lower bound of -nu (two backward passes per intermediate layer), and the
 receptive-field fast path (parallel lines only) is not used.
 
