@@ -1,6 +1,6 @@
-"""IBP training (Gowal et al. 2018) as a loss of the one training loop: the verified term by hand,
-its soundness (an upper bound of the loss anywhere in the ball), the kappa/eps schedules (resumable),
-a short fit, the recipes."""
+"""IBP training (Gowal et al. 2018) and CROWN-IBP (Zhang et al. 2020) as losses of the one training
+loop: the verified term by hand, its soundness (an upper bound of the loss anywhere in the ball),
+the kappa/eps/beta schedules (resumable), a short fit, the recipes."""
 import math
 
 import pytest
@@ -10,8 +10,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from tutorial_lib import data as D
-from tutorial_lib.bounds import milp_bounds
-from tutorial_lib.defenses import IBPTrainingLoss, verified_cross_entropy
+from tutorial_lib.bounds import crown_bounds, interval_bounds, milp_bounds
+from tutorial_lib.defenses import CROWNIBPTrainingLoss, IBPTrainingLoss, verified_cross_entropy
 from tutorial_lib.models import build_model
 from tutorial_lib.training import LOSSES, fit
 
@@ -189,16 +189,93 @@ def test_short_fit_decreases_the_verified_loss_and_is_reproducible(shared_dir):
     assert not torch.equal(model.state_dict()["1.weight"], other.state_dict()["1.weight"])
 
 
-@pytest.mark.parametrize("name", ["mnist_small_ibp"])
+@pytest.mark.parametrize("name", ["mnist_small_ibp", "mnist_small_crown_ibp"])
 def test_recipes_are_valid_and_build_the_loss(name):
     from tutorial_lib.training.recipes import _make_loss, load_recipe
 
-    assert LOSSES["ibp"] is IBPTrainingLoss
+    assert LOSSES["ibp"] is IBPTrainingLoss and LOSSES["crown_ibp"] is CROWNIBPTrainingLoss
     shipped, full = load_recipe(name), load_recipe(name, full=True)
     for recipe in (shipped, full):
         loss = _make_loss(recipe)
         assert isinstance(loss, LOSSES[recipe["loss"]])
         loss.on_step(10 ** 9)
         assert loss.eps == recipe["loss_kwargs"]["eps"] and loss.kappa == recipe["loss_kwargs"]["kappa_end"]
+        assert getattr(loss, "beta", None) == recipe["loss_kwargs"].get("beta_end")
     assert full["loss_kwargs"]["eps"] == 0.4  # trained at 0.4 for a test eps of 0.3 (see the description)
     assert "0.4" in shipped["description"]
+
+
+def _small_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3)).double()
+
+
+def test_crown_ibp_margins_mix_the_two_bounds_and_stay_sound():
+    """beta 1: crown_bounds(pre='interval'); beta 0: interval_bounds; between: the convex mix.
+    Every mix is below the exact minimum of each margin (MILP), so the verified CE bounds the CE
+    of the worst case; at beta 1 the bound is not the IBP one (the mix is not a no-op)."""
+    net = _small_net()
+    x = torch.rand(6, 2, dtype=torch.float64)
+    y = torch.randint(0, 3, (6,))
+    eps = 0.15
+    crown = crown_bounds(net, x, y, eps, pre="interval").lower
+    ibp = interval_bounds(net, x, y, eps).lower
+    assert (crown - ibp).abs().max() > 1e-3
+    exact = milp_bounds(net, x, y, eps).lower
+    worst = verified_cross_entropy(exact, y, reduction="none")
+    for beta in (0.0, 0.3, 1.0):
+        loss = CROWNIBPTrainingLoss(eps=eps, kappa_start=0.0, kappa_end=0.0, beta_start=beta, beta_end=beta)
+        margins = loss.verified_margins(net, x, y)
+        assert torch.allclose(margins, beta * crown + (1 - beta) * ibp, atol=1e-12), beta
+        assert (margins <= exact + 1e-9).all(), beta
+        assert (verified_cross_entropy(margins, y, reduction="none") >= worst - 1e-12).all(), beta
+        value, _ = loss(net, x, y)
+        assert abs(float(value.detach()) - float(verified_cross_entropy(margins, y))) < 1e-12
+        assert loss.last["beta"] == beta
+
+
+def test_crown_ibp_schedules_follow_the_step():
+    loss = CROWNIBPTrainingLoss(eps=0.4, warmup_steps=10, ramp_steps=20, kappa_start=1.0, kappa_end=0.0)
+    assert (loss.eps, loss.kappa, loss.beta) == (0.0, 1.0, 1.0)
+    for step, (eps, kappa, beta) in {5: (0.0, 1.0, 1.0), 15: (0.1, 0.75, 0.75), 25: (0.3, 0.25, 0.25),
+                                     30: (0.4, 0.0, 0.0), 500: (0.4, 0.0, 0.0)}.items():
+        fresh = CROWNIBPTrainingLoss(eps=0.4, warmup_steps=10, ramp_steps=20, kappa_start=1.0, kappa_end=0.0)
+        for s_ in (loss, fresh):  # stepped in order, and told the step once (a resumed run)
+            s_.on_step(step)
+            assert abs(s_.eps - eps) < 1e-12 and abs(s_.kappa - kappa) < 1e-12 and abs(s_.beta - beta) < 1e-12
+    for bad in (dict(beta_start=1.5), dict(beta_end=-0.5)):
+        with pytest.raises(ValueError):
+            CROWNIBPTrainingLoss(**bad)
+
+
+def test_short_crown_ibp_fit_decreases_its_verified_loss(shared_dir):
+    """48 steps of CROWN-IBP (eps and kappa/beta ramped as in _mnist_fit, beta 1 -> 0.5) on 256
+    MNIST images: the verified CE of the final mix at eps 0.05 falls well below log 10."""
+    ds = D.load_dataset("mnist", "train", data_dir=shared_dir)
+    x, y = ds.tensors[0][:256], ds.tensors[1][:256]
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
+    loss = CROWNIBPTrainingLoss(eps=0.05, warmup_steps=16, ramp_steps=16, kappa_start=1.0, kappa_end=0.0,
+                                beta_start=1.0, beta_end=0.5)
+    final = CROWNIBPTrainingLoss(eps=0.05, kappa_start=0.0, kappa_end=0.0, beta_start=0.5, beta_end=0.5)
+    with torch.no_grad():
+        before = float(verified_cross_entropy(final.verified_margins(model, x, y), y))
+    fit(model, loader, epochs=6, loss_fn=loss, optimizer=torch.optim.Adam(model.parameters(), lr=3e-3),
+        device="cpu", seed=0, progress=False, on_step=loss.on_step)
+    assert (loss.eps, loss.kappa, loss.beta) == (0.05, 0.0, 0.5)
+    with torch.no_grad():
+        after = float(verified_cross_entropy(final.verified_margins(model, x, y), y))
+    assert after < 0.6 * before and after < 0.8 * math.log(10), (before, after)
+
+
+def test_ibp_and_crown_ibp_recipes_differ_only_in_the_bound():
+    """The CPU budgets share every setting but the loss and beta (the descriptions say so)."""
+    from tutorial_lib.training.recipes import load_recipe
+
+    ibp, crown = load_recipe("mnist_small_ibp"), load_recipe("mnist_small_crown_ibp")
+    assert (ibp["loss"], crown["loss"]) == ("ibp", "crown_ibp")
+    beta = {k: crown["loss_kwargs"].pop(k) for k in ("beta_start", "beta_end")}
+    assert beta == {"beta_start": 1.0, "beta_end": 0.0} and crown["loss_kwargs"] == ibp["loss_kwargs"]
+    skip = ("name", "description", "loss", "loss_kwargs")
+    assert {k: v for k, v in ibp.items() if k not in skip} == {k: v for k, v in crown.items() if k not in skip}

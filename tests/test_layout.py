@@ -71,7 +71,7 @@ def test_loss_registry_is_complete_on_its_own():
     """Importing only the training package names every loss (no registration by side effect)."""
     out = _fresh("from tutorial_lib.training import LOSSES; print(sorted(LOSSES)); "
                  "print(LOSSES['pgd'].__name__, LOSSES['robust'].__name__)")
-    assert out.splitlines() == ["['distill', 'ibp', 'natural', 'pgd', 'robust', 'temperature', 'trades']",
+    assert out.splitlines() == ["['crown_ibp', 'distill', 'ibp', 'natural', 'pgd', 'robust', 'temperature', 'trades']",
                                 "PGDTrainingLoss RobustTrainingLoss"]
 
 

@@ -3,7 +3,8 @@
 * :mod:`.adversarial`  PGD adversarial training (Madry et al. 2018): :class:`PGDTrainingLoss`
 * :mod:`.trades`       TRADES (Zhang et al. 2019): :class:`TradesLoss`, :func:`trades_attack`
 * :mod:`.certified`    Wong & Kolter's robust loss: :class:`RobustTrainingLoss`
-* :mod:`.ibp`          interval bound propagation training (Gowal et al. 2018): :class:`IBPTrainingLoss`
+* :mod:`.ibp`          interval bound propagation training (Gowal et al. 2018): :class:`IBPTrainingLoss`;
+  CROWN-IBP (Zhang et al. 2020): :class:`CROWNIBPTrainingLoss`
 * :mod:`.distillation` defensive distillation (Papernot et al. 2016): temperature and
   distillation losses, soft labels
 * :mod:`.schedule`     the eps ramp every scheduled loss shares
@@ -26,11 +27,12 @@ from .cascade import (
 )
 from .certified import RobustTrainingLoss
 from .distillation import distillation_loss, soft_labels, softmax_at, temperature_loss
-from .ibp import IBPTrainingLoss, verified_cross_entropy
+from .ibp import CROWNIBPTrainingLoss, IBPTrainingLoss, verified_cross_entropy
 from .schedule import ScheduledEps, linear_ramp
 from .trades import TradesLoss, trades_attack
 
 __all__ = ["PGDTrainingLoss", "TradesLoss", "trades_attack", "RobustTrainingLoss", "temperature_loss",
            "distillation_loss", "soft_labels", "softmax_at", "ScheduledEps", "linear_ramp",
            "Cascade", "CascadeDecision", "CascadeCertificate", "stage_accepts", "paper_certified", "sound_certified",
-           "certify_cascade", "FALLBACK_METHODS", "IBPTrainingLoss", "verified_cross_entropy"]
+           "certify_cascade", "FALLBACK_METHODS", "IBPTrainingLoss", "CROWNIBPTrainingLoss",
+           "verified_cross_entropy"]

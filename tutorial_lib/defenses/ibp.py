@@ -1,4 +1,5 @@
-"""Interval bound propagation training (Gowal et al. 2018) as a loss for the one training loop.
+"""Interval bound propagation training (Gowal et al. 2018) and CROWN-IBP (Zhang et al. 2020) as
+losses for the one training loop.
 
 The loss mixes the natural cross-entropy with the cross-entropy of the worst-case logits the
 bounds allow::
@@ -14,6 +15,13 @@ the same warm-up and ramp as eps: eps from ``start_eps`` to ``eps``, kappa from 
 to ``kappa_end`` (Gowal et al.: 1 -> 0.5). The margins' lower bounds are
 :func:`~tutorial_lib.bounds.interval_bounds` (the margin specification folded into the last
 layer, as Gowal et al. do).
+
+CROWN-IBP (:class:`CROWNIBPTrainingLoss`) replaces the margins' lower bounds by
+``beta * CROWN-IBP bound + (1 - beta) * IBP bound``: the CROWN-IBP bound is
+:func:`~tutorial_lib.bounds.crown_bounds` with ``pre="interval"`` (interval bounds for every
+hidden layer, one CROWN backward pass for the margins). beta ramps from ``beta_start`` to
+``beta_end`` (Zhang et al.: 1 -> 0) with the same warm-up and ramp as eps. A convex combination
+of two lower bounds is a lower bound, so the verified term stays an upper bound of the loss.
 """
 from __future__ import annotations
 
@@ -22,12 +30,13 @@ from typing import Dict, Optional, Tuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..bounds.crown import crown_bounds
 from ..bounds.interval import interval_bounds
 from ..bounds.robust import margins_to_logits
 from ..bounds.spec import check_norm
 from .schedule import ScheduledEps, linear_ramp
 
-__all__ = ["IBPTrainingLoss", "verified_cross_entropy"]
+__all__ = ["IBPTrainingLoss", "CROWNIBPTrainingLoss", "verified_cross_entropy"]
 
 
 def _check_weight(name: str, value: float) -> float:
@@ -98,3 +107,47 @@ class IBPTrainingLoss(ScheduledEps):
                      "verified": None if verified is None else float(verified.detach()),
                      "eps": self.eps, "kappa": kappa}
         return loss, logits.detach()
+
+
+class CROWNIBPTrainingLoss(IBPTrainingLoss):
+    """Loss for the training loop (``LOSSES["crown_ibp"]``): Zhang et al. 2020's CROWN-IBP.
+
+    As :class:`IBPTrainingLoss` (the kappa mix, the eps and kappa schedules, ``clip``, ``norm``,
+    the return value), with the margins' lower bounds
+    ``beta * crown_bounds(..., pre="interval").lower + (1 - beta) * interval_bounds(...).lower``.
+    beta (in [0, 1]): ``beta_start`` during the warm-up, then linear to ``beta_end`` over the
+    ramp (Zhang et al.'s code sets beta = 1 - (eps / eps_max) (1 - final beta), the same line
+    when eps starts at 0). A bound whose weight is 0 is not computed (beta 0: IBP alone; beta 1:
+    CROWN-IBP alone). Defaults: kappa 1 -> 0.5 and beta 1 -> 0, the CROWN-IBP repository's
+    defaults (``final-kappa`` 0.5, ``final-beta`` 0 in its defaults.json). ``last`` also holds
+    ``beta``.
+    """
+
+    def __init__(self, eps: float = 0.1, ramp_steps: int = 0, warmup_steps: int = 0, start_eps: float = 0.0,
+                 kappa_start: float = 1.0, kappa_end: float = 0.5, beta_start: float = 1.0, beta_end: float = 0.0,
+                 clip: Optional[Tuple[float, float]] = (0.0, 1.0), norm: str = "linf"):
+        super().__init__(eps, ramp_steps, warmup_steps, start_eps, kappa_start, kappa_end, clip, norm)
+        self.beta_start = _check_weight("beta_start", beta_start)
+        self.beta_end = _check_weight("beta_end", beta_end)
+        self.beta_schedule = linear_ramp(self.beta_start, self.beta_end, int(ramp_steps), int(warmup_steps))
+        self.beta = self.beta_schedule(0)
+
+    def on_step(self, step: int) -> None:
+        """Set ``eps``, ``kappa`` and ``beta`` for global optimisation step ``step``."""
+        super().on_step(step)
+        self.beta = self.beta_schedule(step)
+
+    def verified_margins(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """(N, K-1) lower bounds of the margins z_y - z_j (j != y) over the ball of radius
+        ``self.eps``: beta * CROWN-IBP + (1 - beta) * IBP. Differentiable."""
+        beta = self.beta
+        ibp = None if beta >= 1.0 else super().verified_margins(model, x, y)
+        if beta <= 0.0:
+            return ibp
+        crown = crown_bounds(model, x, y, self.eps, clip=self.clip, pre="interval", norm=self.norm).lower
+        return crown if ibp is None else beta * crown + (1.0 - beta) * ibp
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor):
+        out = super().__call__(model, x, y)
+        self.last["beta"] = self.beta
+        return out

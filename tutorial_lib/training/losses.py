@@ -14,7 +14,7 @@ from torch import nn
 from ..defenses.adversarial import PGDTrainingLoss
 from ..defenses.certified import RobustTrainingLoss
 from ..defenses.distillation import distillation_loss, temperature_loss
-from ..defenses.ibp import IBPTrainingLoss
+from ..defenses.ibp import CROWNIBPTrainingLoss, IBPTrainingLoss
 from ..defenses.trades import TradesLoss
 
 __all__ = ["LOSSES", "cross_entropy_loss", "natural_loss"]
@@ -42,4 +42,5 @@ LOSSES: Dict[str, Callable[..., Callable]] = {
     "temperature": temperature_loss,        # Papernot et al. 2016: the teacher
     "distill": distillation_loss,           # Papernot et al. 2016: the student
     "ibp": IBPTrainingLoss,                 # Gowal et al. 2018
+    "crown_ibp": CROWNIBPTrainingLoss,      # Zhang et al. 2020
 }
