@@ -1,6 +1,7 @@
 """CROWN bounds (tutorial_lib.bounds.crown): sound (exact MILP, attacks, sampling), equal to a
 hand-written CROWN pass, equal to the dual network where their lines coincide, refusing what
 the dual refuses. Small float64 networks, seeded."""
+import copy
 import math
 
 import pytest
@@ -272,3 +273,28 @@ def test_graphs_sound_below_milp():
         low = crown_bounds(net, x, y, 0.2, pre=pre).lower
         assert (low <= mi + tol(mi)).all(), (pre, low, mi)
         assert (low > mi - 3).all()  # not vacuous (measured gaps up to 1.7)
+
+
+def test_certificates_from_crown_are_float64_and_never_broken():
+    # certified_error(method='crown' / 'crown-ibp') is the float64 CROWN bound, and every example it certifies has a
+    # positive exact (MILP) minimum margin
+    from tutorial_lib.bounds import certified_bounds, certified_error, crown_bounds, is_certified, milp_bounds
+
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 12), torch.nn.ReLU(), torch.nn.Linear(12, 12),
+                              torch.nn.ReLU(), torch.nn.Linear(12, 3)).eval()
+    x = torch.rand(8, 1, 2, 3)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    for method, pre in (("crown", "crown"), ("crown-ibp", "interval")):
+        res = certified_bounds(net, x, y, 0.05, method=method)
+        assert res.lower.dtype == torch.float64
+        ref = crown_bounds(copy.deepcopy(net).double(), x.double(), y, 0.05, pre=pre).lower
+        assert torch.allclose(res.lower, ref, atol=1e-12)
+        certified = is_certified(res.lower)
+        assert certified_error(net, x, y, 0.05, method=method) == pytest.approx(1 - certified.double().mean().item())
+        assert 0 < int(certified.sum()) < len(y)  # the case certifies some examples, not all
+        exact = milp_bounds(net, x[certified], y[certified], 0.05).lower
+        assert (exact > 0).all()
+    with pytest.raises(ValueError, match="crown"):
+        certified_error(net, x, y, 0.05, method="crown-opt")

@@ -10,12 +10,14 @@ by its rounding. The training loss (:func:`robust_loss`) stays in the model's dt
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .crown import crown_bounds
 from .dual import dual_bounds, estimated_dual_bounds, optimized_dual_bounds
 from .interval import interval_bounds
 from .precision import float64_copy, no_tf32
@@ -24,7 +26,8 @@ from .spec import BoundResult, Eps, _check_eps, check_norm, is_certified
 __all__ = ["robust_loss", "certified_bounds", "certified_error", "certified_accuracy_vs_eps", "margins_to_logits"]
 
 #: the bound methods a certificate may come from (exact; never random projections)
-CERTIFY_METHODS = {"dual": dual_bounds, "dual-opt": optimized_dual_bounds, "interval": interval_bounds}
+CERTIFY_METHODS = {"dual": dual_bounds, "dual-opt": optimized_dual_bounds, "interval": interval_bounds,
+                   "crown": crown_bounds, "crown-ibp": partial(crown_bounds, pre="interval")}
 
 
 def _to64(t: Any) -> Any:
@@ -35,7 +38,7 @@ def _to64(t: Any) -> Any:
 def certified_bounds(model: nn.Module, x: Tensor, y: Optional[Tensor], eps: Eps, method: str = "dual",
                      spec: Optional[Tensor] = None, clip: Optional[Tuple[float, float]] = (0.0, 1.0),
                      norm: str = "linf", **kwargs: Any) -> BoundResult:
-    """The bound ``method`` ('dual', 'dual-opt' or 'interval') for a certificate: computed in
+    """The bound ``method`` ('dual', 'dual-opt', 'interval', 'crown' or 'crown-ibp') for a certificate: computed in
     float64 with TF32 off, on a float64 copy of the model (the caller's model is not changed;
     a float64 model is used as is), so that a float32 rounding error cannot turn a margin bound
     <= 0 into one > 0. x, eps and spec are cast to float64 (exact for float32 values).
@@ -100,12 +103,13 @@ def certified_error(model: nn.Module, x: Tensor, y: Tensor, eps: Eps,
     lower bound <= 0 (a tie is not robust) or NaN.
 
     x: (N, *input_shape); y: (N,); eps: a number or (N,), the radius in ``norm`` ('linf',
-    'l2' or 'l1'). Always exact bounds ('dual', 'dual-opt' or 'interval'; never projections).
+    'l2' or 'l1'). Always exact bounds ('dual', 'dual-opt', 'interval', 'crown' or 'crown-ibp'; never
+    projections).
     Examples that are misclassified (or tied) at x itself count as errors automatically
     (their margin is <= 0). The bounds are :func:`certified_bounds` (float64, TF32 off).
     """
     if method not in CERTIFY_METHODS:
-        raise ValueError(f"method must be 'dual', 'dual-opt' or 'interval'; got {method!r}")
+        raise ValueError(f"method must be one of {', '.join(map(repr, CERTIFY_METHODS))}; got {method!r}")
     check_norm(norm)
     if isinstance(eps, Tensor) and eps.dim() > 0:
         _check_eps(eps, x, norm)  # against the whole x: the batches' slices of a longer eps would pass
