@@ -132,7 +132,7 @@ def test_pgd_training_is_reproducible_from_the_loop_seed():
     assert all(torch.equal(a, b) for a, b in zip(*weights))
 
 
-def test_projection_recipes_of_shipped_checkpoints_keep_their_median_rule():
+def test_projection_recipes_of_shipped_checkpoints_keep_their_median_rule(monkeypatch):
     # checkpoints trained with projections before the median rule became 'mid' record 'lower', so a rerun of the
     # recipe reproduces them; the training loss passes the rule on to the estimate
     from tutorial_lib.bounds import dual as dual_mod
@@ -153,15 +153,11 @@ def test_projection_recipes_of_shipped_checkpoints_keep_their_median_rule():
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8),
                               torch.nn.ReLU(), torch.nn.Linear(8, 3))
     x, y = torch.rand(2, 1, 2, 2), torch.tensor([0, 2])
-    mp = pytest.MonkeyPatch()
-    try:
-        mp.setattr(dual_mod, "median_abs", spy)
-        RobustTrainingLoss(eps=0.1, proj=4, median="lower")(net, x, y)
-        assert seen and set(seen) == {"lower"}
-        seen.clear()
-        RobustTrainingLoss(eps=0.1, proj=4)(net, x, y)
-        assert seen and set(seen) == {"mid"}
-    finally:
-        mp.undo()
+    monkeypatch.setattr(dual_mod, "median_abs", spy)
+    RobustTrainingLoss(eps=0.1, proj=4, median="lower")(net, x, y)
+    assert seen and set(seen) == {"lower"}
+    seen.clear()
+    RobustTrainingLoss(eps=0.1, proj=4)(net, x, y)
+    assert seen and set(seen) == {"mid"}
     with pytest.raises(ValueError, match="median"):
         RobustTrainingLoss(eps=0.1, proj=4, median="upper")
