@@ -15,6 +15,8 @@ from tutorial_lib.bounds import (
     SolverError,
     UnsupportedLayerError,
     certified_error,
+    certified_mask,
+    crown_bounds,
     dual_bounds,
     estimated_dual_bounds,
     interval_bounds,
@@ -370,6 +372,21 @@ def test_robust_loss_exact_and_certified_error():
     assert errs == sorted(errs) and errs[-1] == 1.0
     loss.backward()
     assert all(p.grad is not None for p in net.parameters())
+
+
+def test_certified_mask_per_method_and_batched():
+    net, x, y, clip = make("small_cnn", seed=12, n=7)
+    eps = 0.03
+    for method in ("interval", "dual", "crown", "crown-ibp"):
+        mask = certified_mask(net, x, y, eps, clip=clip, method=method, batch_size=3)
+        fn = {"interval": interval_bounds, "dual": dual_bounds, "crown": crown_bounds,
+              "crown-ibp": lambda *a, **k: crown_bounds(*a, pre="interval", **k)}[method]
+        J = fn(net, x, y, eps, clip=clip).lower
+        assert mask.dtype == torch.bool and mask.tolist() == ((J > 0).all(1)).tolist(), method
+        err = certified_error(net, x, y, eps, clip=clip, method=method)
+        assert err == pytest.approx(1 - mask.double().mean().item())
+    with pytest.raises(ValueError, match="method"):
+        certified_mask(net, x, y, eps, method="projections")
 
 
 def test_random_projections_estimate_the_exact_bound():

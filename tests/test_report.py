@@ -40,3 +40,29 @@ def test_results_file_kept_unless_overwrite(tmp_path, capsys):
     saved = json.loads(out.read_text())
     assert saved["complete"] is True and set(saved["table"]) == {"mnist_small_natural"}
     assert saved["n"] == 4 and "--overwrite" in saved["command"]
+
+
+def test_several_certifiers_one_column_each_and_their_union():
+    table = robustness_table(["mnist_small_robust"], eps=0.1, n=24, certified=True, batch_size=24,
+                             certifiers=["interval", "dual"])
+    row = table["mnist_small_robust"]
+    each = [row["certified (interval)"], row["certified (dual)"]]
+    # the dual-trained model: the dual certifies most examples, interval bounds almost none
+    assert each[1] > each[0]
+    assert max(each) <= row["certified"] <= min(sum(each), row["PGD-100 x3"])
+
+
+def test_a_certified_example_broken_by_an_attack_stops_the_report(monkeypatch):
+    import torch
+
+    import tutorial_lib.studies.report as R
+
+    # a broken certifier that certifies every example of the natural model, which PGD breaks
+    monkeypatch.setattr(R, "certified_mask", lambda model, x, y, eps, **kw: torch.ones(len(x), dtype=torch.bool))
+    with pytest.raises(RuntimeError, match="false certificate"):
+        robustness_table(["mnist_small_natural"], eps=0.3, n=8, certified=True, batch_size=8)
+
+
+def test_unknown_certifier_refused():
+    with pytest.raises(ValueError, match="certifiers"):
+        robustness_table(["mnist_small_robust"], eps=0.1, n=4, certified=True, certifiers=["dual-projections"])

@@ -52,13 +52,22 @@ from .layers import LAYER_TYPES, DualConv2d, DualFlatten, DualLayer, DualLinear,
 from .lp import SolverError, lp_bounds, milp_bounds
 from .nodes import node_bounds
 from .precision import float64_copy, no_tf32
-from .robust import certified_accuracy_vs_eps, certified_bounds, certified_error, margins_to_logits, robust_loss
+from .robust import (
+    CERTIFY_METHODS,
+    certified_accuracy_vs_eps,
+    certified_bounds,
+    certified_error,
+    certified_mask,
+    margins_to_logits,
+    robust_loss,
+)
 from .spec import DUAL_NORMS, NORMS, BoundResult, ConditionalBoundsError, is_certified, margin_spec
 
 __all__ = [
     "BoundResult", "NORMS", "DUAL_NORMS", "is_certified", "margin_spec", "interval_bounds", "dual_bounds",
     "optimized_dual_bounds", "crown_bounds",
-    "estimated_dual_bounds", "lp_bounds", "milp_bounds", "robust_loss", "certified_error",
+    "estimated_dual_bounds", "lp_bounds", "milp_bounds", "robust_loss", "certified_error", "certified_mask",
+    "CERTIFY_METHODS",
     "margins_to_logits", "certified_accuracy_vs_eps", "SolverError",
     "UnsupportedLayerError", "LAYER_TYPES", "DualLayer",
     "DualLinear", "DualConv2d", "DualNormalize", "DualFlatten", "DualActivation", "DualReLU",

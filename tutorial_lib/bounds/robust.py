@@ -23,7 +23,8 @@ from .interval import interval_bounds
 from .precision import float64_copy, no_tf32
 from .spec import BoundResult, Eps, _check_eps, check_norm, is_certified
 
-__all__ = ["robust_loss", "certified_bounds", "certified_error", "certified_accuracy_vs_eps", "margins_to_logits"]
+__all__ = ["robust_loss", "certified_bounds", "certified_mask", "certified_error", "certified_accuracy_vs_eps",
+           "margins_to_logits", "CERTIFY_METHODS"]
 
 #: the bound methods a certificate may come from (exact; never random projections)
 CERTIFY_METHODS = {"dual": dual_bounds, "dual-opt": optimized_dual_bounds, "interval": interval_bounds,
@@ -96,17 +97,18 @@ def robust_loss(model: nn.Module, x: Tensor, y: Tensor, eps: Eps,
     return loss, err
 
 
-def certified_error(model: nn.Module, x: Tensor, y: Tensor, eps: Eps,
-                    clip: Optional[Tuple[float, float]] = (0.0, 1.0), method: str = "dual",
-                    batch_size: Optional[int] = None, norm: str = "linf") -> float:
-    """Fraction of examples NOT certified (:func:`is_certified`): some margin z_y - z_j has a
-    lower bound <= 0 (a tie is not robust) or NaN.
+def certified_mask(model: nn.Module, x: Tensor, y: Tensor, eps: Eps,
+                   clip: Optional[Tuple[float, float]] = (0.0, 1.0), method: str = "dual",
+                   batch_size: Optional[int] = None, norm: str = "linf") -> Tensor:
+    """Per example, whether ``method``'s bound certifies it: (N,) bool on x's device, True when
+    every margin z_y - z_j has a lower bound > 0 (:func:`is_certified`; a tie or NaN is not).
 
-    x: (N, *input_shape); y: (N,); eps: a number or (N,), the radius in ``norm`` ('linf',
-    'l2' or 'l1'). Always exact bounds ('dual', 'dual-opt', 'interval', 'crown' or 'crown-ibp'; never
-    projections).
-    Examples that are misclassified (or tied) at x itself count as errors automatically
-    (their margin is <= 0). The bounds are :func:`certified_bounds` (float64, TF32 off).
+    x: (N, *input_shape); y: (N,); eps: a number or (N,), the radius in ``norm`` ('linf', 'l2'
+    or 'l1'). Always exact bounds ('dual', 'dual-opt', 'interval', 'crown' or 'crown-ibp'; never
+    projections), computed by :func:`certified_bounds` (float64, TF32 off) in batches of
+    ``batch_size`` examples (None: all at once). Every method's certificate is sound, so
+    several methods' masks may be OR-ed: an example is certified if any of them certifies it.
+    Examples misclassified (or tied) at x itself are never certified (their margin is <= 0).
     """
     if method not in CERTIFY_METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, CERTIFY_METHODS))}; got {method!r}")
@@ -115,14 +117,23 @@ def certified_error(model: nn.Module, x: Tensor, y: Tensor, eps: Eps,
         _check_eps(eps, x, norm)  # against the whole x: the batches' slices of a longer eps would pass
     twin = float64_copy(model)
     n = x.shape[0]
-    bs = batch_size or n
-    bad = 0
+    bs = batch_size or max(n, 1)
+    out = []
     for a in range(0, n, bs):
         xb, yb = x[a:a + bs], y[a:a + bs]
         eb = eps[a:a + bs] if isinstance(eps, Tensor) and eps.dim() > 0 else eps
-        low = certified_bounds(twin, xb, yb, eb, method=method, clip=clip, norm=norm).lower
-        bad += int((~is_certified(low)).sum())
-    return bad / n
+        out.append(is_certified(certified_bounds(twin, xb, yb, eb, method=method, clip=clip, norm=norm).lower))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=x.device)
+
+
+def certified_error(model: nn.Module, x: Tensor, y: Tensor, eps: Eps,
+                    clip: Optional[Tuple[float, float]] = (0.0, 1.0), method: str = "dual",
+                    batch_size: Optional[int] = None, norm: str = "linf") -> float:
+    """Fraction of examples NOT certified by ``method``: 1 - the mean of :func:`certified_mask`
+    (same arguments). Examples that are misclassified (or tied) at x itself count as errors
+    automatically (their margin is <= 0)."""
+    mask = certified_mask(model, x, y, eps, clip=clip, method=method, batch_size=batch_size, norm=norm)
+    return int((~mask).sum()) / x.shape[0]
 
 
 def certified_accuracy_vs_eps(model: nn.Module, x: Tensor, y: Tensor, eps_values: Sequence[float],
@@ -131,7 +142,7 @@ def certified_accuracy_vs_eps(model: nn.Module, x: Tensor, y: Tensor, eps_values
     """Certified accuracy (fraction in [0, 1]) at each eps of an increasing sequence.
 
     x: (N, *input_shape); y: (N,); eps_values: radii in ``norm`` ('linf', 'l2' or 'l1'). An
-    example is certified at eps if every margin bound (exact dual, or 'interval') is > 0 there
+    example is certified at eps if every margin bound of ``method`` (any of :data:`CERTIFY_METHODS`) is > 0 there
     (:func:`is_certified`). To save time, an example not certified at a smaller eps is not
     tried again at a larger one: that can only under-report certificates (never claim one that
     was not computed), and the dual bound rarely certifies a larger ball it failed on a smaller
@@ -140,8 +151,8 @@ def certified_accuracy_vs_eps(model: nn.Module, x: Tensor, y: Tensor, eps_values
     eps_values = [float(e) for e in eps_values]
     if any(b < a for a, b in zip(eps_values, eps_values[1:])) or (eps_values and eps_values[0] < 0):
         raise ValueError(f"eps_values must be non-negative and increasing, got {eps_values}")
-    if method not in ("dual", "interval"):
-        raise ValueError(f"method must be 'dual' or 'interval', got {method!r}")
+    if method not in CERTIFY_METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, CERTIFY_METHODS))}; got {method!r}")
     check_norm(norm)
     twin = float64_copy(model)
     alive = torch.arange(x.shape[0])

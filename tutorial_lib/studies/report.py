@@ -6,9 +6,15 @@
 Prints, per checkpoint, accuracy on the first ``n`` test images: clean, FGSM, PGD-40 (step 0.01,
 random start) and PGD-100 with 3 restarts, all l-inf at ``eps``; with ``--transfer
 target=source``, also PGD-40 examples crafted on ``source`` (black box for ``target``); with
-``--certified``, the certified accuracy (exact dual bound of Wong & Kolter, no projections):
+``--certified``, the certified accuracy (by default the exact dual bound of Wong & Kolter, no
+projections; ``--certifiers interval dual crown`` names the bounds, one column each and
+"certified" for the examples any of them certifies: every one is sound):
 
     python -m tutorial_lib.report mnist_small_robust --eps 0.1 --n 10000 --certified --json out.json
+    python -m tutorial_lib.report mnist_small_ibp --eps 0.3 --n 10000 --certified --certifiers interval dual
+
+A certified example that some attack of the row breaks would be a false certificate: the report
+stops with an error instead of printing it.
 
 ``--ensemble`` adds the AutoAttack-style attacks APGD-CE, APGD-T and Square (l-inf, see
 :func:`ensemble_attacks`) and the column "ensemble", the per-example worst case over every attack
@@ -21,14 +27,14 @@ import difflib
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
 
 from ..attacks import APGD, FGSM, PGD, APGDTargeted, Square, TransferAttack
 from ..attacks.evaluation import robust_masks
-from ..bounds import UnsupportedLayerError, certified_error
+from ..bounds import CERTIFY_METHODS, UnsupportedLayerError, certified_mask
 from ..checkpoints import CheckpointNotFoundError, ChecksumMismatchError, load_checkpoint, read_registry
 from ..data import ChecksumError, DataUnavailableError, test_subset
 from .json_output import add_json_arguments, refuse_existing_json, write_json
@@ -55,6 +61,7 @@ def robustness_table(names: List[str], eps: float, n: int, dataset: str = "mnist
                      progress: bool = False,
                      models: Optional[Mapping[str, nn.Module]] = None, ensemble: bool = False,
                      square_queries: int = 5000, batch_size: int = 500, cert_batch_size: int = 50,
+                     certifiers: Sequence[str] = ("dual",),
                      on_row: Optional[Callable[[str, Dict[str, float]], None]] = None
                      ) -> Dict[str, Dict[str, float]]:
     """{checkpoint: {"clean", "FGSM", "PGD-40", "PGD-100 x3"[, "transfer"][, "APGD-CE", "APGD-T",
@@ -63,14 +70,22 @@ def robustness_table(names: List[str], eps: float, n: int, dataset: str = "mnist
     ``transfer`` maps a checkpoint to the checkpoint whose PGD-40 examples are transferred to it;
     ``ensemble`` adds :func:`ensemble_attacks` and the column "ensemble": per example, the worst
     case over *every* attack of the row (clean-correct and broken by none), so it is at most each
-    attack's column; ``certified`` adds 1 - the certified error of the exact dual bound at ``eps``
-    (left out for a model the bounds do not support, e.g. max pooling). ``models`` maps a name to
+    attack's column; ``certified`` adds the certified accuracy at ``eps`` of the exact bounds
+    ``certifiers`` (names of :data:`~tutorial_lib.bounds.CERTIFY_METHODS`, default the dual):
+    "certified" counts the examples any of them certifies, and with several certifiers
+    "certified (name)" each one's (left out for a model the bounds do not support, e.g. max
+    pooling). A certified example broken by any attack of the row raises RuntimeError (a false
+    certificate; never printed). ``models`` maps a name to
     the model to use instead of the shipped checkpoint of that name (e.g. a model just retrained
     into ``runs/``). ``batch_size`` (attacks) and ``cert_batch_size`` (bounds) trade memory for
     speed (a GPU takes all 10,000 MNIST test images in one batch). ``on_row(name, row)`` is called
     after each checkpoint (the command line saves the table so far with it).
     """
     models = dict(models or {})
+    certifiers = list(certifiers)
+    unknown_cert = [c for c in certifiers if c not in CERTIFY_METHODS]
+    if not certifiers or unknown_cert:
+        raise ValueError(f"certifiers must be a non-empty list of {', '.join(CERTIFY_METHODS)}; got {certifiers}")
 
     def get(name: str) -> nn.Module:
         return models[name] if name in models else load_checkpoint(name)[0]
@@ -99,10 +114,22 @@ def robustness_table(names: List[str], eps: float, n: int, dataset: str = "mnist
         if certified:
             try:
                 dev = next(model.parameters()).device
-                table[name]["certified"] = 1 - certified_error(model, x.to(dev), y.to(dev), eps,
-                                                               batch_size=cert_batch_size)
+                cert = {c: certified_mask(model, x.to(dev), y.to(dev), eps, method=c,
+                                          batch_size=cert_batch_size).cpu() for c in certifiers}
             except UnsupportedLayerError:
-                pass
+                cert = {}
+            if cert:
+                union = torch.stack(list(cert.values())).any(0)
+                for k, m in masks.items():
+                    broken = union & ~m
+                    if broken.any():
+                        raise RuntimeError(
+                            f"{name}: {int(broken.sum())} certified examples are broken by {k} "
+                            f"(first index {int(broken.nonzero()[0])}): a false certificate")
+                if len(cert) > 1:
+                    for c, m in cert.items():
+                        row[f"certified ({c})"] = m.sum().item() / len(m)
+                row["certified"] = union.sum().item() / len(union)
         if on_row is not None:
             on_row(name, table[name])
     return table
@@ -117,6 +144,8 @@ def main(argv=None) -> None:
     p.add_argument("--transfer", nargs="*", default=[], metavar="TARGET=SOURCE",
                    help="also attack TARGET with PGD-40 examples crafted on SOURCE")
     p.add_argument("--certified", action="store_true", help="add the certified accuracy (exact dual bound)")
+    p.add_argument("--certifiers", nargs="+", default=["dual"], choices=list(CERTIFY_METHODS),
+                   help="the bounds of --certified (default: dual); an example counts as certified if any certifies it")
     p.add_argument("--ensemble", action="store_true",
                    help="add APGD-CE, APGD-T (9 targets), Square and the per-example worst case over all attacks")
     p.add_argument("--square-queries", type=int, default=5000, help="query budget of Square (default 5000)")
@@ -152,12 +181,14 @@ def main(argv=None) -> None:
         table = robustness_table(args.checkpoints, args.eps, args.n, transfer=dict(pairs),
                                  certified=args.certified, progress=True, ensemble=args.ensemble,
                                  square_queries=args.square_queries, batch_size=args.batch_size,
-                                 cert_batch_size=args.cert_batch_size, on_row=save)
+                                 cert_batch_size=args.cert_batch_size, certifiers=args.certifiers,
+                                 on_row=save)
     except (CheckpointNotFoundError, ChecksumMismatchError, DataUnavailableError, ChecksumError,
             ValueError) as e:
         p.exit(2, f"{p.prog}: error: {e}\n")
+    each = [f"certified ({c})" for c in args.certifiers] if len(args.certifiers) > 1 else []
     cols = ["clean", "FGSM", "PGD-40", "PGD-100 x3"] + (["transfer"] if pairs else []) \
-        + ([*ENSEMBLE_COLUMNS, "ensemble"] if args.ensemble else []) + (["certified"] if args.certified else [])
+        + ([*ENSEMBLE_COLUMNS, "ensemble"] if args.ensemble else []) + ([*each, "certified"] if args.certified else [])
     print(f"accuracy (%) on the first {args.n} MNIST test images, l-inf eps = {args.eps}")
     print("| checkpoint | " + " | ".join(cols) + " |")
     print("|---|" + "---|" * len(cols))
