@@ -13,8 +13,10 @@ the one of the two extreme lower lines (a >= z, a >= 0) that leaves the smaller 
 it and the ReLU on [l, u] (l^2 / 2 against u^2 / 2). Any alpha in [0, 1] is valid, so the
 bound is sound: CROWN's alpha is a corner of the set :func:`optimized_dual_bounds` searches
 (which starts from d). The lines are no longer parallel, so the pull-back is not linear in nu: an upper bound
-is minus the lower bound of -nu (two backward passes per intermediate layer), and the
-receptive-field fast path (parallel lines only) is not used.
+is minus the lower bound of -nu (two backward passes per intermediate layer). The neurons of a conv
+layer below which the network is a conv/ReLU chain are bounded on their receptive fields
+(:mod:`~tutorial_lib.bounds.patches`, both passes there: the dense pass's numbers for a fraction
+of the work); the others (after a Linear, in a residual block) by the dense identity pass.
 
 Intermediate (pre-activation) bounds: ``pre="crown"`` computes them layer by layer the same way
 (full CROWN; the first activation's input, an affine image of the box, gets exact interval

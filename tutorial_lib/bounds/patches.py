@@ -10,10 +10,22 @@ operations on the non-zero entries, up to rounding) for roughly a tenth of the w
 window back through a conv is one matrix product with the conv's transpose restricted to the
 window (a dense (C*h*w, C'*h'*w') matrix built once per call): on CPU, conv_transpose2d over
 thousands of tiny windows runs at a small fraction of the machine's speed. It applies while the layers
-below the conv strictly alternate Conv2d (groups 1, no dilation) and an activation whose
-relaxation has parallel lines (``DualActivation.parallel``, e.g. ReLU) from the input on;
-otherwise :func:`applies` is False and the dense pass is used. The activations enter only
-through their relaxation (slopes and intercepts), as in ``DualActivation.backward``.
+below the conv strictly alternate Conv2d (groups 1, no dilation) and an activation from the input
+on, each activation with parallel lines (``DualActivation.parallel``, e.g. the dual's ReLU) or a
+:class:`~tutorial_lib.bounds.activations.DualReLU` whose lines differ (CROWN's ReLU,
+``bounds.crown``); otherwise :func:`applies` is False and the dense pass is used. The activations
+enter only through their relaxation (slopes and intercepts), as in ``DualActivation.backward``
+with alpha None:
+
+* all lines parallel: the pull-back nu -> slope * nu is linear, and one pass gives both bounds
+  (constant terms (nu . (b_lo + b_up) -+ |nu| . (b_up - b_lo)) / 2);
+* some lines differ (CROWN): the lower bound pulls nu back with the lower line where nu >= 0 and
+  the upper line where nu < 0 (constant pos . b_lo + neg . b_up; ``tight`` neurons, where the
+  lines coincide, take the one line, also in the gradient), and the upper bound is minus the
+  lower bound of -nu (the pass started from -W and -b): two passes per conv layer, the dense
+  pass's numbers on the windows. The window code follows any relaxation; the gate admits lines
+  that differ for the ReLU family only (sigmoid and tanh keep the dense pass, which the tests of
+  those activations assert).
 
 Window bookkeeping: the windows of all output positions (oy, ox) of the starting conv have the
 same size (h, w) in the coordinates of the current layer and start at (oy * Sy + Oy, ox * Sx + Ox).
@@ -33,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .activations import DualActivation
+from .activations import DualActivation, DualReLU
 from .base import DualLayer
 from .layers import DualConv2d, is_chain
 from .spec import Ball, dual_norm
@@ -45,19 +57,26 @@ def _plain_conv(layer: DualLayer) -> bool:
     return (isinstance(layer, DualConv2d) and layer.groups == 1 and tuple(layer.dilation) == (1, 1))
 
 
-def _parallel_activation(layer: DualLayer) -> bool:
-    return isinstance(layer, DualActivation) and layer.parallel
+def _windowed_activation(layer: DualLayer) -> bool:
+    """An activation the windows take: parallel lines, or the ReLU family's (CROWN's ReLU)."""
+    return isinstance(layer, DualActivation) and (layer.parallel or isinstance(layer, DualReLU))
+
+
+def _parallel_below(layers: Sequence[DualLayer], i: int) -> bool:
+    """Every activation in layers[:i] has parallel lines (one pass bounds both sides)."""
+    return all(layer.parallel for layer in layers[:i] if isinstance(layer, DualActivation))
 
 
 def applies(layers: Sequence[DualLayer], i: int) -> bool:
     """True when layers[:i] is the chain conv, act, conv, ..., conv (so activation i's input is a
-    conv's output), every conv plain (groups 1, no dilation) and every activation parallel."""
+    conv's output), every conv plain (groups 1, no dilation) and every activation parallel or a
+    :class:`~tutorial_lib.bounds.activations.DualReLU` (CROWN's ReLU: lines that differ)."""
     if i < 1 or i % 2 == 0:
         return False
     if not is_chain(layers[:i + 1]):
         return False  # a graph (residual or dense-skip blocks) below activation i
     for j, layer in enumerate(layers[:i]):
-        if (j % 2 == 0 and not _plain_conv(layer)) or (j % 2 == 1 and not _parallel_activation(layer)):
+        if (j % 2 == 0 and not _plain_conv(layer)) or (j % 2 == 1 and not _windowed_activation(layer)):
             return False
     return True
 
@@ -105,9 +124,35 @@ def _rowdot(nu: Tensor, win: Tensor) -> Tensor:
     return nu.matmul(win.unsqueeze(-1)).squeeze(-1)
 
 
+def _lines_pullback(layer: DualActivation, nu: Tensor, geom, Ho: int, Wo: int) -> Tuple[Tensor, Tensor]:
+    """Pull nu (B, Ho*Wo, co, K) back through an activation whose lines differ, lower bound only,
+    as :meth:`DualActivation.backward` with alpha None: the lower line where nu >= 0, the upper
+    line where nu < 0, one line (the upper) on ``tight`` neurons. Returns (nu' (N, Ho*Wo, co, K),
+    the constant pos . lower_intercept + neg . upper_intercept (N, Ho*Wo, co))."""
+    pos, neg = nu.clamp(min=0), nu.clamp(max=0)
+    terms = [(neg, layer.upper_intercept)]
+    if not layer.zero_lower_intercept:
+        terms.append((pos, layer.lower_intercept))
+    const = 0
+    for v, b in terms:
+        wb = _windows(b, geom, Ho, Wo)
+        # the conv's weights (shared by all positions): one product per term
+        const = const + (wb.matmul(v[0, 0].t()) if v.shape[:2] == (1, 1) else _rowdot(v, wb))
+    low = _windows(layer.lower_slope, geom, Ho, Wo).unsqueeze(2)
+    up = _windows(layer.upper_slope, geom, Ho, Wo).unsqueeze(2)
+    # zero outside the map (padding): not tight there, and both slopes vanish
+    tight = _windows(layer.tight.to(nu.dtype), geom, Ho, Wo).unsqueeze(2) > 0
+    return torch.where(tight, up * nu, low * pos + up * neg), const
+
+
 def _chunk_bounds(layers: Sequence[DualLayer], i: int, co: slice, lo: Tensor, hi: Tensor,
-                  ball: Optional[Ball] = None) -> Tuple[Tensor, Tensor]:
+                  ball: Optional[Ball] = None, negate: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
     """Bounds of the output channels ``co`` of conv layers[i-1], each (N, co, Ho*Wo).
+
+    With an activation whose lines differ below (not :func:`_parallel_below`) the pull-back is
+    not linear in nu: only the lower bound is returned (upper None), of minus the neurons when
+    ``negate`` (the conv's weights and bias start negated), and the caller gets the upper bound as
+    minus that.
 
     The coefficients are held as (B, Ho*Wo, co, C*h*w): one flattened window per output position
     and channel (B = 1 while they are the conv's weights, shared by all positions and examples);
@@ -122,11 +167,17 @@ def _chunk_bounds(layers: Sequence[DualLayer], i: int, co: slice, lo: Tensor, hi
     pl, _, pt, _ = conv.pads
     # window of each output position in the conv's input: size k, start o * s - pad
     geom = [(h, conv.stride[0], -pt), (w, conv.stride[1], -pl)]
+    both = _parallel_below(layers, i - 1)  # one pass bounds both sides
     nu = W.reshape(1, 1, n_co, -1)  # the same patch at every position
     c_lo = c_up = (conv.b[co].view(1, 1, -1) if conv.b is not None else 0)
+    if negate:
+        nu, c_lo = -nu, -c_lo
     for j in range(i - 2, -1, -1):
         layer = layers[j]
-        if isinstance(layer, DualActivation):  # parallel lines: as DualActivation.backward
+        if isinstance(layer, DualActivation) and not layer.parallel:  # lines that differ
+            nu, const = _lines_pullback(layer, nu, geom, Ho, Wo)
+            c_lo = c_lo + const
+        elif isinstance(layer, DualActivation):  # parallel lines: as DualActivation.backward
             ws = _windows(layer.intercept_sum, geom, Ho, Wo)
             wd = ws if layer.intercept_diff is layer.intercept_sum else \
                 _windows(layer.intercept_diff, geom, Ho, Wo)
@@ -162,6 +213,8 @@ def _chunk_bounds(layers: Sequence[DualLayer], i: int, co: slice, lo: Tensor, hi
         l1 = ball.radius.view(-1, 1, 1) * dual_norm(nu * inside, ball.norm)
     N = lo.shape[0]
     lower = (c_lo + lin - l1).expand(N, -1, -1).transpose(1, 2)
+    if not both:
+        return lower, None
     upper = (c_up + lin + l1).expand(N, -1, -1).transpose(1, 2)
     return lower, upper
 
@@ -186,9 +239,13 @@ def conv_neuron_bounds(layers: Sequence[DualLayer], i: int, lo: Tensor, hi: Tens
             C = layers[j].W.shape[1]
     widest = max(widest, C * h * w)
     step = max(1, budget // (lo.shape[0] * Ho * Wo * widest))
+    both = _parallel_below(layers, i - 1)
     lows, ups = [], []
     for a in range(0, Co, step):
-        l, u = _chunk_bounds(layers, i, slice(a, min(a + step, Co)), lo, hi, ball)
+        co = slice(a, min(a + step, Co))
+        l, u = _chunk_bounds(layers, i, co, lo, hi, ball)
+        if not both:  # lines that differ: the upper bound is minus the lower bound of -nu
+            u = -_chunk_bounds(layers, i, co, lo, hi, ball, negate=True)[0]
         lows.append(l)
         ups.append(u)
     N = lo.shape[0]
