@@ -298,3 +298,160 @@ def test_certificates_from_crown_are_float64_and_never_broken():
         assert (exact > 0).all()
     with pytest.raises(ValueError, match="crown"):
         certified_error(net, x, y, 0.05, method="crown-opt")
+
+
+# --------------------------------------------------------------------------- receptive-field fast path
+def _crown_layers(net, x, y, eps):
+    """CROWN's nodes for net at (x, y, eps) with every activation's bounds set (dense pass)."""
+    from tutorial_lib.bounds import patches
+    from tutorial_lib.bounds.crown import _use_crown_lines
+    from tutorial_lib.bounds.dual import _pre_bounds
+    from tutorial_lib.bounds.spec import prepare
+
+    P = prepare(net, x, y, eps)
+    _use_crown_lines(P)
+    orig = patches.applies
+    patches.applies = lambda layers, i: False
+    try:
+        _pre_bounds(P)
+    finally:
+        patches.applies = orig
+    return P
+
+
+def _crown_and_grads(net, x, y, eps, norm="linf"):
+    """CROWN's result and the gradient w.r.t. the weights and x of its lower bounds plus its
+    pre-activation bounds (upper bounds weighted 1/2, so a swapped pair shows)."""
+    x = x.clone().requires_grad_(True)
+    res = crown_bounds(net, x, y, eps, norm=norm)
+    total = res.lower.sum() + sum(lo.sum() + 0.5 * up.sum() for lo, up in res.pre_bounds)
+    return res, torch.autograd.grad(total, list(net.parameters()) + [x])
+
+
+def _assert_same(fast, slow, tol):
+    (rf, gf), (rs, gs) = fast, slow
+    pairs = [(rf.lower, rs.lower)] + [(a, b) for p, q in zip(rf.pre_bounds, rs.pre_bounds) for a, b in zip(p, q)]
+    pairs += list(zip(gf, gs))
+    for a, b in pairs:
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol * max(1.0, float(b.detach().abs().max())))
+
+
+def _counting(monkeypatch):
+    """Count the calls of patches.conv_neuron_bounds (the fast path really taken)."""
+    from tutorial_lib.bounds import patches
+
+    calls, orig = [], patches.conv_neuron_bounds
+
+    def spy(layers, i, *args, **kwargs):
+        calls.append(i)
+        return orig(layers, i, *args, **kwargs)
+    monkeypatch.setattr(patches, "conv_neuron_bounds", spy)
+    return calls
+
+
+def _mnist_small_random(n, seed=0):
+    """mnist_small with random float64 weights: many unstable ReLUs at eps 0.1."""
+    from tutorial_lib.models import mnist_small
+
+    torch.manual_seed(seed)
+    net = mnist_small().to(DT).eval()
+    g = torch.Generator().manual_seed(seed)
+    return net, torch.rand(n, 1, 28, 28, generator=g, dtype=DT), torch.randint(0, 10, (n,), generator=g)
+
+
+def test_receptive_fields_take_crowns_relu():
+    """CROWN's ReLU (lines that differ) is taken by the fast path on the conv chain, as the
+    dual's; after the Linear the dense pass remains."""
+    from tutorial_lib.bounds import patches
+    from tutorial_lib.bounds.crown import CrownReLU
+
+    net, x, y = _mnist_small_random(1)
+    layers = _crown_layers(net, x, y, 0.1).layers
+    assert isinstance(layers[1], CrownReLU) and not layers[1].parallel
+    assert patches.applies(layers, 1) and patches.applies(layers, 3) and not patches.applies(layers, 6)
+
+
+@pytest.mark.parametrize("norm, eps", [("linf", 0.1), ("l2", 1.0)])
+def test_fast_path_equals_dense_pass_random_weights(norm, eps, plain, monkeypatch):
+    """mnist_small, random float64 weights (a fifth or more of the second conv's ReLUs unstable):
+    CROWN's bounds, pre-activation bounds and gradients with the receptive-field path equal the
+    dense identity pass's, and the path is taken for the conv layers."""
+    net, x, y = _mnist_small_random(3)
+    calls = _counting(monkeypatch)
+    fast = _crown_and_grads(net, x, y, eps, norm)
+    taken = [3] if norm == "linf" else [1, 3]  # l_inf: the first conv's bounds are intervals (exact)
+    assert calls == taken
+    l2, u2 = fast[0].pre_bounds[1]
+    assert ((l2 < 0) & (u2 > 0)).double().mean() > 0.2
+    slow = plain(lambda: _crown_and_grads(net, x, y, eps, norm))
+    assert calls == taken  # the dense pass did not use it
+    _assert_same(fast, slow, 1e-9)
+
+
+def test_fast_path_equals_dense_pass_on_the_shipped_checkpoint(plain):
+    """mnist_small_robust (its float64 copy, as certificates run): same bounds and gradients."""
+    from tutorial_lib import data as Dat
+    from tutorial_lib.checkpoints import load_checkpoint
+
+    net = copy.deepcopy(load_checkpoint("mnist_small_robust")[0]).to(DT)
+    x, y = Dat.test_subset("mnist", 4)
+    x = x.to(DT)
+    fast = _crown_and_grads(net, x, y, 0.1)
+    assert any(((lo < 0) & (up > 0)).any() for lo, up in fast[0].pre_bounds[1:2])  # unstable ReLUs
+    _assert_same(fast, plain(lambda: _crown_and_grads(net, x, y, 0.1)), 1e-9)
+
+
+@pytest.mark.parametrize("budget", [2 ** 25, 300])
+def test_windows_take_any_lines(budget, monkeypatch):
+    """The window pull-back follows the relaxation's slopes and intercepts, as
+    DualActivation.backward: with the gate opened to every activation, a conv chain of tanh,
+    CROWN's ReLU and sigmoid (lines that differ, non-zero lower intercepts, tight neurons)
+    gets the dense pass's bounds of every conv neuron, also when the channels are chunked."""
+    from tutorial_lib.bounds import patches
+    from tutorial_lib.bounds.activations import DualActivation
+    from tutorial_lib.bounds.dual import _identity_bounds
+
+    g = torch.Generator().manual_seed(12)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, stride=2, padding=1), nn.Tanh(), nn.Conv2d(3, 4, 3, padding=1),
+                        nn.ReLU(), nn.Conv2d(4, 3, 2, stride=2), nn.Sigmoid(), nn.Conv2d(3, 2, 3, padding=2),
+                        nn.ReLU(), nn.Flatten(), nn.Linear(2 * 6 * 6, 3)).to(DT)
+    _init(net, 12)
+    with torch.no_grad():
+        net[2].bias[0] = 4.0  # a channel whose ReLUs are all active: tight neurons in the windows
+    x = torch.rand(2, 1, 16, 16, generator=g, dtype=DT)
+    y = torch.tensor([0, 2])
+    P = _crown_layers(net, x, y, 0.2)
+    assert not any(patches.applies(P.layers, i) for i in (3, 5, 7))  # S-curves: the dense pass
+    monkeypatch.setattr(patches, "_windowed_activation", lambda layer: isinstance(layer, DualActivation))
+    kinds = set()
+    for i in (3, 5, 7):
+        assert patches.applies(P.layers, i)
+        act = P.layers[i - 2]
+        kinds.add(type(act).__name__)
+        assert not act.parallel
+        lw, uw = patches.conv_neuron_bounds(P.layers, i, P.lo, P.hi, budget=budget)
+        ld, ud = _identity_bounds(P, i, None)
+        assert (ld < ud - 1e-3).any()
+        torch.testing.assert_close(lw, ld, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(uw, ud, rtol=1e-9, atol=1e-9)
+    assert kinds == {"DualTanh", "CrownReLU", "DualSigmoid"}
+    assert P.layers[3].tight.any() and not P.layers[3].tight.all()  # the ReLU: one line and two
+    assert not P.layers[1].zero_lower_intercept
+
+
+def test_tight_neurons_keep_one_line_in_the_gradient(plain):
+    """Exact zeros in nu (zero weights of the second conv) on active ReLUs: the relaxation's one
+    line there, as DualActivation.backward, so the derivative in nu at 0 is the slope (taking
+    both lines would double it). Gradients with the fast path equal the dense pass's."""
+    g = torch.Generator().manual_seed(21)
+    net = _init(nn.Sequential(nn.Conv2d(1, 3, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1),
+                              nn.ReLU(), nn.Flatten(), nn.Linear(4 * 5 * 5, 3)).to(DT), 21)
+    with torch.no_grad():
+        net[0].bias[0] = 3.0  # channel 0 of the first ReLU always active (tight)
+        net[2].weight[torch.rand(net[2].weight.shape, generator=g) < 0.4] = 0.0
+    x = torch.rand(2, 1, 10, 10, generator=g, dtype=DT)
+    y = torch.tensor([1, 0])
+    fast = _crown_and_grads(net, x, y, 0.15)
+    lo, up = fast[0].pre_bounds[0]
+    assert (lo[:, 0] > 0).all() and ((lo < 0) & (up > 0)).any()
+    _assert_same(fast, plain(lambda: _crown_and_grads(net, x, y, 0.15)), 1e-9)
