@@ -8,7 +8,9 @@ coefficients shared by all positions) and returned pre-activation bounds that th
 exceeds: a false certificate (``test_three_conv_chain_is_not_falsely_certified``). The fuzz
 tests compare both passes on seeded random chains (1-5 convs, kernel 1-5, stride 1-2, padding
 0-2, dilation and groups where the fast path must step aside, residual and dense-skip blocks)
-and check that every bound stays below what an attack or the box's corners reach.
+and check that every bound stays below what an attack or the box's corners reach. CROWN
+(``crown_bounds``: ReLU lines that differ, two passes per conv layer on the receptive fields)
+goes through the same checks, its gradients too.
 """
 from typing import List, Tuple
 
@@ -17,8 +19,9 @@ import torch
 from bound_checks import attack_min
 from torch import nn
 
-from tutorial_lib.bounds import dual_bounds, interval_bounds, optimized_dual_bounds, patches
+from tutorial_lib.bounds import crown_bounds, dual_bounds, interval_bounds, optimized_dual_bounds, patches
 from tutorial_lib.bounds.activations import DualActivation
+from tutorial_lib.bounds.crown import CrownReLU
 from tutorial_lib.bounds.layers import build_layers
 from tutorial_lib.models import DenseSkip, Residual
 
@@ -86,10 +89,13 @@ def test_three_conv_chain_is_not_falsely_certified(plain):
     with torch.no_grad():
         z = net[:5](_corners(lo, hi))[:, _NEURON[0], _NEURON[1], _NEURON[2]]
     assert float(res.pre_bounds[2][1][0, _NEURON[0], _NEURON[1], _NEURON[2]]) >= float(z.max())
-    for other in (optimized_dual_bounds(net, x, y, eps, steps=20), interval_bounds(net, x, y, eps)):
+    crown = crown_bounds(net, x, y, eps)
+    for other in (optimized_dual_bounds(net, x, y, eps, steps=20), interval_bounds(net, x, y, eps), crown):
         assert float(other.lower.min()) <= float(worst)
+    assert float(crown.pre_bounds[2][1][0, _NEURON[0], _NEURON[1], _NEURON[2]]) >= float(z.max())
     dense = plain(lambda: dual_bounds(net, x, y, eps))
     _compare(res, dense)
+    _compare(crown, plain(lambda: crown_bounds(net, x, y, eps)))
 
 
 @pytest.mark.parametrize("padding", [0, 1])
@@ -182,10 +188,26 @@ def _compare(fast, dense) -> None:
 
 
 def _fast_and_dense(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, plain):
-    """dual_bounds with the fast paths, checked against the dense pass (``plain``); returns it."""
+    """dual_bounds and crown_bounds with the fast paths, each checked against the dense pass
+    (``plain``); returns the dual's."""
     fast = dual_bounds(net, x, y, eps, norm=norm)
     _compare(fast, plain(lambda: dual_bounds(net, x, y, eps, norm=norm)))
+    _compare(crown_bounds(net, x, y, eps, norm=norm), plain(lambda: crown_bounds(net, x, y, eps, norm=norm)))
     return fast
+
+
+def _crown_grads(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str) -> List[torch.Tensor]:
+    """Gradients of the sum of CROWN's lower bounds and of its pre-activation bounds (upper bounds
+    weighted 1/2, so a swapped pair shows) w.r.t. the weights and x."""
+    x = x.clone().requires_grad_(True)
+    res = crown_bounds(net, x, y, eps, norm=norm)
+    total = res.lower.sum() + sum(lo.sum() + 0.5 * up.sum() for lo, up in res.pre_bounds)
+    return list(torch.autograd.grad(total, list(net.parameters()) + [x]))
+
+
+def _compare_crown_grads(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, plain) -> None:
+    for a, b in zip(_crown_grads(net, x, y, eps, norm), plain(lambda: _crown_grads(net, x, y, eps, norm))):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9 * max(1.0, float(b.abs().max())))
 
 
 def _l2_attack_min(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 40,
@@ -218,7 +240,7 @@ def _l2_attack_min(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
 
 
 def _check_sound(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, fast) -> None:
-    """interval, dual and optimised dual lower bounds <= the margins an attack reaches."""
+    """interval, dual, optimised dual and CROWN lower bounds <= the margins an attack reaches."""
     if norm == "linf":
         lo, hi = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
         K = net(x).shape[1]
@@ -228,23 +250,27 @@ def _check_sound(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n
     else:
         reached = _l2_attack_min(net, x, y, eps)
     opt = optimized_dual_bounds(net, x, y, eps, steps=10, norm=norm)
-    for res in (fast, opt, interval_bounds(net, x, y, eps, norm=norm)):
+    for res in (fast, opt, interval_bounds(net, x, y, eps, norm=norm), crown_bounds(net, x, y, eps, norm=norm)):
         assert (res.lower <= reached + 1e-9).all(), (res.method, res.lower, reached)
 
 
 @pytest.mark.parametrize("block", range(6))
 def test_random_conv_chains_fast_path_equals_dense_pass(block, plain):
     """30 seeded chains (5 per block), each on an l_inf and an l2 ball: fast path == dense pass
-    (which layers the fast path takes is checked against the layout), and every bound below the
-    margins that PGD reaches."""
+    for the dual and CROWN, values and (CROWN) gradients (which layers the fast path takes is
+    checked against the layout, with the dual's and with CROWN's ReLUs), and every bound below
+    the margins that PGD reaches."""
     for seed in range(5 * block, 5 * block + 5):
         net, x, plain_convs = _random_chain(seed)
         layers, _ = build_layers(net, x[:1])
+        crown_layers = [CrownReLU.from_relu(m) if isinstance(m, DualActivation) else m for m in layers]
         for c in range(len(plain_convs)):  # activation 2c + 1 follows conv c
             assert patches.applies(layers, 2 * c + 1) == all(plain_convs[:c + 1])
+            assert patches.applies(crown_layers, 2 * c + 1) == all(plain_convs[:c + 1])
         y = torch.randint(0, 3, (x.shape[0],), generator=torch.Generator().manual_seed(seed))
         for norm, eps in (("linf", 0.05 + 0.05 * (seed % 4)), ("l2", 0.3 + 0.2 * (seed % 3))):
             fast = _fast_and_dense(net, x, y, eps, norm, plain)
+            _compare_crown_grads(net, x, y, eps, norm, plain)
             if seed % 2 == 0:
                 _check_sound(net, x, y, eps, norm, fast)
 
@@ -280,17 +306,18 @@ def test_tiny_conv_chains_below_every_corner(seed):
     eps, y = 0.2, torch.tensor([seed % 3])
     lo, hi = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
     corner_min = _margins(net, _corners(lo, hi), int(y)).min(0).values
-    res = dual_bounds(net, x, y, eps)
-    for other in (res, optimized_dual_bounds(net, x, y, eps, steps=20), interval_bounds(net, x, y, eps)):
+    res, crown = dual_bounds(net, x, y, eps), crown_bounds(net, x, y, eps)
+    for other in (res, optimized_dual_bounds(net, x, y, eps, steps=20), interval_bounds(net, x, y, eps), crown):
         assert (other.lower[0] <= corner_min + 1e-12).all(), (other.method, other.lower, corner_min)
-    # each activation's pre-bounds hold the values at the corners
+    # each activation's pre-bounds (the dual's and CROWN's) hold the values at the corners
     with torch.no_grad():
         h = _corners(lo, hi)
         k = 0
         for m in net:
             if isinstance(m, nn.ReLU):
-                low, up = res.pre_bounds[k]
-                assert (h >= low - 1e-12).all() and (h <= up + 1e-12).all()
+                for b in (res, crown):
+                    low, up = b.pre_bounds[k]
+                    assert (h >= low - 1e-12).all() and (h <= up + 1e-12).all(), b.method
                 k += 1
             h = m(h)
     _check_sound(net, x, y, eps, "linf", res)
