@@ -135,7 +135,9 @@ def outer_polytope(model: nn.Module, x0, eps: float, n_dirs: int = 48, method: s
       2-(16, 16)-2 net on one CPU core (plus ~0.7 s for importing cvxpy on the first call);
     * ``"dual-opt"`` (~0.1 s): :func:`bounds.optimized_dual_bounds` with ``steps`` Adam steps on
       the lower slopes; approaches the LP from below, always sound;
-    * ``"dual"``: :func:`bounds.dual_bounds`, the paper's fixed slopes.
+    * ``"dual"``: :func:`bounds.dual_bounds`, the paper's fixed slopes;
+    * ``"crown"`` / ``"crown-ibp"``: :func:`bounds.crown_bounds` (CROWN's adaptive lower slopes;
+      intermediate bounds by CROWN or by interval arithmetic).
 
     Returns dict: ``directions`` (n_dirs, 2), ``support`` (n_dirs,) the h_i, ``vertices`` (V, 2)
     counter-clockwise, ``method``, ``seconds``.
@@ -150,8 +152,12 @@ def outer_polytope(model: nn.Module, x0, eps: float, n_dirs: int = 48, method: s
     elif method == "dual":
         with torch.no_grad():
             r = bounds.dual_bounds(model, x, None, eps, spec=C, clip=None)
+    elif method in ("crown", "crown-ibp"):
+        with torch.no_grad():
+            r = bounds.crown_bounds(model, x, None, eps, spec=C, clip=None,
+                                    pre="crown" if method == "crown" else "interval")
     else:
-        raise ValueError(f"unknown method {method!r}; known: dual-opt, lp, dual")
+        raise ValueError(f"unknown method {method!r}; known: dual-opt, lp, dual, crown, crown-ibp")
     seconds = time.perf_counter() - t0
     h = r.lower[0].detach().double().cpu().numpy()
     Cn = C.double().cpu().numpy()
@@ -192,7 +198,8 @@ def polytope_example(model: nn.Module, x0, eps: float, n_dirs: int = 48, method:
             "seconds": {"sampling": t1 - t0, "polytope": t2 - t1, "box": t3 - t2}}
 
 
-_METHOD_NAMES = {"dual-opt": "optimised dual", "lp": "LP", "dual": "dual (paper slopes)"}
+_METHOD_NAMES = {"dual-opt": "optimised dual", "lp": "LP", "dual": "dual (paper slopes)", "crown": "CROWN",
+                 "crown-ibp": "CROWN-IBP"}
 
 
 def draw_polytope_example(r: Dict[str, object], ax=None, legend: bool = True):
