@@ -12,14 +12,14 @@ One module per notebook (its ``__all__`` lists its checkers):
 * ``baseline.py`` (00), ``attacks.py`` (01), ``adversarial_training.py`` (02), ``trades.py`` (03),
   ``polytope.py`` (04), ``dual_network.py`` (05), ``distillation.py`` (06), ``scaling.py`` (07),
   ``cascades.py`` (08),
-  ``evaluation.py`` (09).
+  ``evaluation.py`` (09), ``certified_training.py`` (10).
 """
 from importlib import import_module
 
 from .checking import Checker, CheckResult
 
 MODULES = ("baseline", "attacks", "adversarial_training", "trades", "polytope", "dual_network",
-           "distillation", "scaling", "cascades", "evaluation")
+           "distillation", "scaling", "cascades", "evaluation", "certified_training")
 
 __all__ = ["Checker", "CheckResult", "MODULES"]
 
