@@ -27,7 +27,7 @@ def ibp_pre_bounds(linears: List[nn.Linear], x: Tensor, eps: float) -> List[Tupl
     one (l, u) pair of (N, n_i) per hidden layer."""
     lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
     out = []
-    for k, layer in enumerate(linears[:-1]):
+    for layer in linears[:-1]:
         mid, rad = (lo + hi) / 2, (hi - lo) / 2
         c, r = layer(mid), rad @ layer.weight.abs().t()
         out.append((c - r, c + r))
@@ -117,7 +117,7 @@ def check_crown_lower_slope(student_fn, verbose: bool = True) -> CheckResult:
             ties = any(bool((((lo < 0) & (up > 0)) & ((up + lo).abs() < 1e-9)).any()) for lo, up in pre)
             seen: list = []
 
-            def slope(lo, up):
+            def slope(lo, up, seen=seen):
                 return checker._run((lo, up), {}, seen)
             try:
                 got = backward_bound(linears, pre, x, eps, C, slope)
