@@ -16,7 +16,13 @@ import time
 import torch
 
 from tutorial_lib.data import load_dataset
-from tutorial_lib.defenses import PGDTrainingLoss, RobustTrainingLoss, TradesLoss
+from tutorial_lib.defenses import (
+    CROWNIBPTrainingLoss,
+    IBPTrainingLoss,
+    PGDTrainingLoss,
+    RobustTrainingLoss,
+    TradesLoss,
+)
 from tutorial_lib.models import build_model
 from tutorial_lib.training import cross_entropy_loss, default_device
 
@@ -59,6 +65,11 @@ def main(argv=None):
         "PGD-40 training (paper)": PGDTrainingLoss(eps=0.3, alpha=0.01, steps=40),
         "TRADES, 10 KL steps (shipped recipe)": TradesLoss(beta=6, eps=0.3, alpha=0.04, steps=10),
         "robust dual bound, 50 projections": RobustTrainingLoss(eps=0.1, proj=50),
+        "robust dual bound, exact": RobustTrainingLoss(eps=0.1),
+        # past the ramp (kappa 0.5); CROWN-IBP with beta 1, its cost during the ramp (beta 0 is IBP's)
+        "IBP, eps 0.4": IBPTrainingLoss(eps=0.4, kappa_start=0.5, kappa_end=0.5),
+        "CROWN-IBP, eps 0.4, beta 1": CROWNIBPTrainingLoss(eps=0.4, kappa_start=0.5, kappa_end=0.5,
+                                                           beta_start=1.0, beta_end=1.0),
     }
     per_step = {name: time_loss(fn, batches, device) for name, fn in losses.items()}
     base = per_step["natural (baseline)"]
