@@ -321,3 +321,25 @@ def test_tiny_conv_chains_below_every_corner(seed):
                 k += 1
             h = m(h)
     _check_sound(net, x, y, eps, "linf", res)
+
+
+def test_windows_equal_unfold():
+    """patches._windows (strided views, one copy) gives F.unfold's windows, zero outside the map,
+    on 300 seeded geometries (windows that start before the map, run past it, or skip rows)."""
+    import torch.nn.functional as F
+
+    from tutorial_lib.bounds.patches import _windows
+
+    g = torch.Generator().manual_seed(5)
+    for _ in range(300):
+        N, C, H, W = _rand(g, 1, 3), _rand(g, 1, 3), _rand(g, 1, 9), _rand(g, 1, 9)
+        t = torch.randn(N, C, H, W, generator=g, dtype=DT)
+        (h, Sy, Oy), (w, Sx, Ox) = geom = [(_rand(g, 1, 6), _rand(g, 1, 3), _rand(g, -3, 2)) for _ in range(2)]
+        Ho, Wo = _rand(g, 1, 5), _rand(g, 1, 5)
+        P = 25  # the map inside zeros, wider than any span; then F.unfold over the windows' span
+        big = F.pad(t, (P, P, P, P))
+        span = big[:, :, P + Oy:P + Oy + (Ho - 1) * Sy + h, P + Ox:P + Ox + (Wo - 1) * Sx + w]
+        assert span.shape[2:] == ((Ho - 1) * Sy + h, (Wo - 1) * Sx + w)
+        want = F.unfold(span, (h, w), stride=(Sy, Sx)).transpose(1, 2)
+        got = _windows(t, geom, Ho, Wo)
+        assert got.is_contiguous() and torch.equal(got, want), (geom, Ho, Wo)
