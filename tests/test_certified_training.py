@@ -59,3 +59,12 @@ def test_cross_table_rows_and_intervals(cross):
     assert all("[" in cell for cell in table.column("dual"))
     with pytest.raises(KeyError):
         cross_table({"cross": [cross]}, 0.3)
+
+
+def test_optimised_dual_on_fewer_images_says_so():
+    c = certify_cross(["mnist_small_robust"], eps=0.1, n=6, methods=("dual", "dual-opt"), n_opt=3, opt_steps=3)
+    row = c["rows"]["mnist_small_robust"]["methods"]
+    assert row["dual"]["n"] == 6 and row["dual-opt"]["n"] == 3
+    assert row["dual-opt"]["certified"] <= 3
+    notes = cross_table({"cross": [c]}, 0.1).notes
+    assert "optimised on the first 3" in notes

@@ -99,7 +99,7 @@ def robust_loss(model: nn.Module, x: Tensor, y: Tensor, eps: Eps,
 
 def certified_mask(model: nn.Module, x: Tensor, y: Tensor, eps: Eps,
                    clip: Optional[Tuple[float, float]] = (0.0, 1.0), method: str = "dual",
-                   batch_size: Optional[int] = None, norm: str = "linf") -> Tensor:
+                   batch_size: Optional[int] = None, norm: str = "linf", **kwargs: Any) -> Tensor:
     """Per example, whether ``method``'s bound certifies it: (N,) bool on x's device, True when
     every margin z_y - z_j has a lower bound > 0 (:func:`is_certified`; a tie or NaN is not).
 
@@ -109,6 +109,7 @@ def certified_mask(model: nn.Module, x: Tensor, y: Tensor, eps: Eps,
     ``batch_size`` examples (None: all at once). Every method's certificate is sound, so
     several methods' masks may be OR-ed: an example is certified if any of them certifies it.
     Examples misclassified (or tied) at x itself are never certified (their margin is <= 0).
+    kwargs go to the bound method (e.g. ``steps`` for 'dual-opt').
     """
     if method not in CERTIFY_METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, CERTIFY_METHODS))}; got {method!r}")
@@ -122,7 +123,8 @@ def certified_mask(model: nn.Module, x: Tensor, y: Tensor, eps: Eps,
     for a in range(0, n, bs):
         xb, yb = x[a:a + bs], y[a:a + bs]
         eb = eps[a:a + bs] if isinstance(eps, Tensor) and eps.dim() > 0 else eps
-        out.append(is_certified(certified_bounds(twin, xb, yb, eb, method=method, clip=clip, norm=norm).lower))
+        out.append(is_certified(certified_bounds(twin, xb, yb, eb, method=method, clip=clip, norm=norm,
+                                                 **kwargs).lower))
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=x.device)
 
 
