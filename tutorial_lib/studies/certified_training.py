@@ -86,7 +86,7 @@ def certify_cross(models: Sequence[str], eps: float, n: int, methods: Sequence[s
             row["methods"][method] = {"certified": int(mask.sum()), "n": k, "seconds": round(time.time() - t0, 1)}
             union[:k] |= mask
             if progress:
-                print(f"eps {eps:g} {name} {method}: {int(mask.sum())}/{n} certified "
+                print(f"eps {eps:g} {name} {method}: {int(mask.sum())}/{k} certified "
                       f"({time.time() - t0:.0f} s)", flush=True)
         row["any"] = int(union.sum())
         rows[name] = row
