@@ -182,7 +182,7 @@ def main(argv=None) -> None:
     refuse_existing_json(p, args)
     print(f"certifying {len(args.models)} models with {len(METHODS)} bounds at eps {args.eps} on {args.n} images "
           f"(the optimised dual on {args.n_opt}), and {len(CURVE_EPS)} eps on {args.curve_n}: with the defaults about "
-          "35 min on a busy 2-core CPU (CROWN and the optimised dual dominate)", flush=True)
+          "20 min on a busy 2-core CPU (CROWN and the optimised dual dominate)", flush=True)
     res = run_study(args.models, args.eps, args.n, args.curve_n, n_opt=args.n_opt, opt_steps=args.opt_steps,
                     progress=True)
     res["command"] = "python -m tutorial_lib.studies.certified_training " + " ".join(
