@@ -83,7 +83,8 @@ EXPLORERS = [
              needs=("RERUN =", "from tutorial_lib.studies import capstone")),
     # a new eps bounds the toy with IBP, CROWN and the dual (32 directions each) and samples its image
     Explorer("10_ibp_crown_certified_training", "bound_views.bounds_explorer(", "eps (linf)",
-             needs=("RETRAIN =", ("from tutorial_lib.studies import bound_views", ("import ", "from ")),
+             needs=("RETRAIN =", ("from tutorial_lib.studies import bound_views",
+                                  ("from tutorial_lib import", "from tutorial_lib.studies import")),
                     ("train_toy_net(", ("toy = ", "xt, yt = ", "x0 = ")))),
 ]
 
