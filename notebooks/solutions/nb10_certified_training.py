@@ -1,6 +1,5 @@
 """Reference solutions of notebook 10's implement exercises."""
-import torch
-from torch import nn
+from solutions.nb04_polytope import interval_beats_dual
 
 
 def crown_lower_slope(l, u):
@@ -10,13 +9,8 @@ def crown_lower_slope(l, u):
 
 
 def ibp_beats_crown():
-    """One hidden ReLU on the input itself, z = x with x = 0 and eps = 1: l = -1, u = 1, a tie, where
-    CROWN takes the slope 1. The spec row is relu(z): interval arithmetic bounds it below by
-    relu(l) = 0, CROWN by min over [-1, 1] of z = -1. Returns (model, x (1, 1), eps, spec (1, 2))."""
-    model = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 2))
-    with torch.no_grad():
-        model[0].weight.fill_(1.0)
-        model[0].bias.zero_()
-        model[2].weight.copy_(torch.tensor([[1.0], [0.0]]))
-        model[2].bias.zero_()
-    return model, torch.zeros(1, 1), 1.0, torch.tensor([[1.0, -1.0]])
+    """Notebook 04's example serves again: one hidden ReLU on the input itself, z = x with x = 0 and
+    eps = 1, so l = -1, u = 1, a tie, where CROWN takes the slope 1. The spec row is relu(z): interval
+    arithmetic bounds it below by relu(l) = 0, CROWN by min over [-1, 1] of z = -1 (the dual network's
+    slope 1/2 gives -1/2, which is notebook 04's Exercise 3). Returns (model, x (1, 1), eps, spec (1, 2))."""
+    return interval_beats_dual()

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from torch import nn
 
-from .polytope import interval_box, outer_polytope, true_image
+from .polytope import draw_output_plane, interval_box, outer_polytope, true_image
 
 __all__ = ["VIEW_METHODS", "bounds_view", "draw_bounds_view", "bounds_explorer", "areas"]
 
@@ -61,27 +61,8 @@ def draw_bounds_view(view: Dict[str, object], ax=None, legend: bool = True):
         fig, ax = plt.subplots(figsize=(4.8, 4.4))
     else:
         fig = ax.figure
-    (l1, u1), (l2, u2) = view["box"]
-    ax.add_patch(plt.Rectangle((l1, l2), u1 - l1, u2 - l2, fill=False, ec="gray", lw=1.5, ls="--",
-                               label="IBP box"))
-    for m, v in view["polygons"].items():
-        if len(v):
-            vv = np.vstack([v, v[:1]])
-            ax.plot(vv[:, 0], vv[:, 1], color=VIEW_METHODS.get(m, "tab:purple"), lw=1.5, label=_NAMES.get(m, m))
-    s = view["samples"]
-    ax.scatter(s[:, 0], s[:, 1], s=1, color="tab:blue", alpha=0.3, rasterized=True, label=r"true outputs $f(x')$")
-    lo = np.minimum(view["box"][:, 0], s.min(0))
-    hi = np.maximum(view["box"][:, 1], s.max(0))
-    pad = 0.05 * (hi - lo).max() + 1e-6
-    ax.set_xlim(lo[0] - pad, hi[0] + pad)
-    ax.set_ylim(lo[1] - pad, hi[1] + pad)
-    a, b = min(lo) - pad, max(hi) + pad
-    ax.plot([a, b], [a, b], color="k", lw=0.8, ls=":", label=r"$z_1 = z_2$")
-    ax.set_xlabel(r"logit $z_1$")
-    ax.set_ylabel(r"logit $z_2$")
-    ax.set_title(f"eps = {view['eps']:.2f}", fontsize=10)
-    if legend:
-        ax.legend(fontsize=7, loc="best")
+    polygons = [(v, VIEW_METHODS.get(m, "tab:purple"), _NAMES.get(m, m), False) for m, v in view["polygons"].items()]
+    draw_output_plane(ax, view["box"], view["samples"], view["eps"], polygons, box_label="IBP box", legend=legend)
     return fig
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import Dict, Sequence
+from typing import Dict, Sequence, Tuple
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -29,7 +29,7 @@ from .. import bounds
 from ..attacks import PGD, margin
 
 __all__ = ["relu_relaxation_figure", "directions", "true_image", "outer_polytope", "halfplane_vertices",
-           "interval_box", "polytope_example", "draw_polytope_example", "polytope_explorer",
+           "interval_box", "polytope_example", "draw_polytope_example", "draw_output_plane", "polytope_explorer",
            "train_toy_net", "tiny_mnist_mlp", "train_tiny_mnist", "certify_table", "METHODS",
            "BEST_OF", "EXAMPLE_KEYS"]
 
@@ -202,37 +202,45 @@ _METHOD_NAMES = {"dual-opt": "optimised dual", "lp": "LP", "dual": "dual (paper 
                  "crown-ibp": "CROWN-IBP"}
 
 
+def draw_output_plane(ax, box: np.ndarray, samples: np.ndarray, eps: float,
+                      polygons: Sequence[Tuple[np.ndarray, str, str, bool]] = (), box_label: str = "interval box",
+                      legend: bool = True) -> None:
+    """The plane of the two logits: the interval box (gray, dashed; ``box`` (2, 2), row k = [lo_k, hi_k]),
+    each polygon of ``polygons`` ((V, 2) vertices, colour, label, filled), the sampled true outputs
+    ``samples`` (M, 2) (blue) and the decision boundary z_1 = z_2 (dotted), framed around box and samples."""
+    (l1, u1), (l2, u2) = box
+    ax.add_patch(plt.Rectangle((l1, l2), u1 - l1, u2 - l2, fill=False, ec="gray", lw=1.5, ls="--", label=box_label))
+    for v, colour, label, filled in polygons:
+        if len(v):
+            vv = np.vstack([v, v[:1]])
+            if filled:
+                ax.fill(vv[:, 0], vv[:, 1], color=colour, alpha=0.25)
+            ax.plot(vv[:, 0], vv[:, 1], color=colour, lw=1.5, label=label)
+    ax.scatter(samples[:, 0], samples[:, 1], s=1, color="tab:blue", alpha=0.3, rasterized=True,
+               label=r"true outputs $f(x')$ (sampled)")
+    lo = np.minimum(box[:, 0], samples.min(0))
+    hi = np.maximum(box[:, 1], samples.max(0))
+    pad = 0.05 * (hi - lo).max() + 1e-6
+    ax.set_xlim(lo[0] - pad, hi[0] + pad)
+    ax.set_ylim(lo[1] - pad, hi[1] + pad)
+    a, b = min(lo) - pad, max(hi) + pad
+    ax.plot([a, b], [a, b], color="k", lw=0.8, ls=":", label=r"decision boundary $z_1 = z_2$")
+    ax.set_xlabel(r"logit $z_1$")
+    ax.set_ylabel(r"logit $z_2$")
+    ax.set_title(f"eps = {eps:.3g}", fontsize=10)
+    if legend:
+        ax.legend(fontsize=7, loc="best")
+
+
 def draw_polytope_example(r: Dict[str, object], ax=None, legend: bool = True):
     """Sampled true outputs (blue), the convex outer polytope (orange) and the interval box (gray)."""
     if ax is None:
         fig, ax = plt.subplots(figsize=(4.5, 4.2))
     else:
         fig = ax.figure
-    (l1, u1), (l2, u2) = r["box"]
-    ax.add_patch(plt.Rectangle((l1, l2), u1 - l1, u2 - l2, fill=False, ec="gray", lw=1.5,
-                               ls="--", label="interval box"))
-    v = r["vertices"]
-    if len(v):
-        vv = np.vstack([v, v[:1]])
-        ax.fill(vv[:, 0], vv[:, 1], color="tab:orange", alpha=0.25)
-        ax.plot(vv[:, 0], vv[:, 1], color="tab:orange", lw=1.5,
-                label=f"outer polytope ({_METHOD_NAMES.get(r['method'], r['method'])})")
-    s = r["samples"]
-    ax.scatter(s[:, 0], s[:, 1], s=1, color="tab:blue", alpha=0.3, rasterized=True,
-               label=r"true outputs $f(x')$ (sampled)")
-    lo = np.minimum(r["box"][:, 0], s.min(0))
-    hi = np.maximum(r["box"][:, 1], s.max(0))
-    pad = 0.05 * (hi - lo).max() + 1e-6
-    ax.set_xlim(lo[0] - pad, hi[0] + pad)
-    ax.set_ylim(lo[1] - pad, hi[1] + pad)
-    # the decision boundary z_1 = z_2
-    a, b = min(lo) - pad, max(hi) + pad
-    ax.plot([a, b], [a, b], color="k", lw=0.8, ls=":", label=r"decision boundary $z_1 = z_2$")
-    ax.set_xlabel(r"logit $z_1$")
-    ax.set_ylabel(r"logit $z_2$")
-    ax.set_title(f"eps = {r['eps']:.3g}", fontsize=10)
-    if legend:
-        ax.legend(fontsize=7, loc="best")
+    label = f"outer polytope ({_METHOD_NAMES.get(r['method'], r['method'])})"
+    draw_output_plane(ax, r["box"], r["samples"], r["eps"], [(r["vertices"], "tab:orange", label, True)],
+                      legend=legend)
     return fig
 
 
